@@ -1,0 +1,3 @@
+from glacierd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The control API: a small curl-friendly JSON API on loopback (or a unix socket).
+
+Handlers only parse the request and call an operation; errors are mapped in api/errors.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from glacierd.api.errors import Handler, error_response, json_errors, path_id, read_json_object
+from glacierd.catalog import backups as q
+from glacierd.context import Context
+from glacierd.operations import inventory
+from glacierd.operations.backup import start_backup
+from glacierd.scheduler import missed_run
+
+CTX = web.AppKey("ctx", Context)
+OPEN_PATHS = {"/health"}
+
+
+def bearer_auth(token: str | None) -> Handler:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token and request.path not in OPEN_PATHS:
+            sent = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return error_response(
+                    401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'."
+                )
+        return await handler(request)
+
+    return middleware  # type: ignore[return-value]
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    pool = ctx.catalog.pool
+    last_ok = await q.last_backup(pool, ctx.catalog, "completed")
+    last_any = await q.last_backup(pool, ctx.catalog)
+    running = await q.running_backups(pool, ctx.catalog)
+    now = datetime.now(UTC)
+    due = await missed_run(ctx, now) if ctx.config.schedule.enabled else None
+    # Stale: a scheduled backup was due more than an hour ago and none completed since.
+    stale = due is not None and (now - due).total_seconds() > 3600 and not running
+    body = {
+        "status": "stale" if stale else "ok",
+        "time": now.isoformat(),
+        "store": {"name": ctx.store.name, "type": ctx.store.type},
+        "running_backup": running[-1] if running else None,
+        "last_successful_backup": last_ok["id"] if last_ok else None,
+        "last_success_at": last_ok["finished_at"].isoformat() if last_ok else None,
+        "seconds_since_last_success": round((now - last_ok["finished_at"]).total_seconds())
+        if last_ok
+        else None,
+        "last_backup_status": last_any["status"] if last_any else None,
+    }
+    return web.json_response(body, status=503 if stale else 200)
+
+
+async def list_backups(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 0 < int(raw) <= 10000:
+        return error_response(400, "limit must be a whole number from 1 to 10000.")
+    return web.json_response({"backups": await inventory.list_backups(request.app[CTX], int(raw))})
+
+
+async def create_backup(request: web.Request) -> web.Response:
+    await read_json_object(request, allowed=set())
+    handle = await start_backup(request.app[CTX], "api")
+    return web.json_response(
+        {"id": handle.backup_id, "status": "running", "url": f"/backups/{handle.backup_id}"},
+        status=202,
+    )
+
+
+async def get_backup(request: web.Request) -> web.Response:
+    return web.json_response(await inventory.backup_detail(request.app[CTX], path_id(request)))
+
+
+async def delete_backup(request: web.Request) -> web.Response:
+    return web.json_response(await inventory.delete_backup(request.app[CTX], path_id(request)))
+
+
+def control_app(ctx: Context) -> web.Application:
+    app = web.Application(
+        middlewares=[json_errors, bearer_auth(ctx.config.api.token)], client_max_size=64 * 1024
+    )
+    app[CTX] = ctx
+    app.router.add_get("/health", health)
+    app.router.add_get("/backups", list_backups)
+    app.router.add_post("/backups", create_backup)
+    app.router.add_get("/backups/{id}", get_backup)
+    app.router.add_delete("/backups/{id}", delete_backup)
+    return app

@@ -1,0 +1,50 @@
+"""One backup or restore at a time, across processes: a PostgreSQL advisory lock.
+
+The lock is held by a dedicated catalog connection for the whole operation, so a crashed
+process releases it automatically when its connection drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from glacierd.catalog.pool import Catalog
+
+OPERATION_LOCK = 0x676C6163  # "glac": shared by backup and restore
+
+
+class BusyError(Exception):
+    """Another backup or restore holds the lock."""
+
+
+@asynccontextmanager
+async def operation_lock(catalog: Catalog, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """Hold the operation lock, or raise BusyError at once (never wait)."""
+    conn: asyncpg.Connection = await catalog.pool.acquire()
+    try:
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", OPERATION_LOCK)
+        if not got:
+            raise BusyError(await _busy_message(conn, catalog, what))
+        try:
+            yield conn
+        finally:
+            if not conn.is_closed():
+                await conn.execute("SELECT pg_advisory_unlock($1)", OPERATION_LOCK)
+    finally:
+        await catalog.pool.release(conn)
+
+
+async def _busy_message(conn: asyncpg.Connection, catalog: Catalog, what: str) -> str:
+    running = await conn.fetchrow(
+        f"SELECT id, started_at FROM {catalog.q}.backups WHERE status = 'running' "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    if running:
+        return (
+            f"cannot start a {what}: backup {running['id']} is running since "
+            f"{running['started_at']:%Y-%m-%d %H:%M:%S %Z}; try again when it has finished."
+        )
+    return f"cannot start a {what}: another backup or restore is running; try again later."

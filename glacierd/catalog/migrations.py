@@ -1,0 +1,59 @@
+"""Versioned SQL migrations for the catalog schema, applied in order at start-up.
+
+Each file ``migrations/NNNN_name.sql`` runs once, in its own transaction, and is recorded in
+``<schema>.schema_migrations``. An advisory lock keeps two glacierd processes starting at the
+same time from applying the same migration twice.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import structlog
+
+from glacierd.catalog.pool import Catalog
+
+log = structlog.get_logger(__name__)
+_MIGRATE_LOCK = 0x676C6D69  # "glmi"
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("glacierd.catalog") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(catalog: Catalog) -> list[str]:
+    """Apply every migration not yet applied; returns the names of those applied now."""
+    applied_now: list[str] = []
+    async with catalog.pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATE_LOCK)
+        try:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog.q}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {catalog.q}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch(
+                f"SELECT version FROM {catalog.q}.schema_migrations"
+            )}
+            for version, name, sql in available_migrations():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql.replace("{schema}", catalog.q))
+                    await conn.execute(
+                        f"INSERT INTO {catalog.q}.schema_migrations (version, name) "
+                        "VALUES ($1, $2)",
+                        version, name,
+                    )
+                log.info("catalog.migrated", migration=name, schema=catalog.schema)
+                applied_now.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATE_LOCK)
+    return applied_now

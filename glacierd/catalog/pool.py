@@ -1,0 +1,65 @@
+"""The catalog connection pool, with connection errors turned into one clear sentence."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import asyncpg
+
+from glacierd.sources.conninfo import ConnInfo
+
+
+class CatalogError(Exception):
+    """The catalog (or the database it lives in) cannot be used; the message says why."""
+
+
+def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) -> str:
+    """One sentence for an asyncpg connection failure: what, where, and the fix."""
+    where = conninfo.describe()
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"the {what} database {where} does not exist; create it or fix the dsn."
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return (
+            f"the {what} database {where} refused the login ({exc}); check the user and set the "
+            "password in .pgpass or PGPASSWORD."
+        )
+    if isinstance(exc, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
+        return (
+            f"the {what} database {where} is unreachable ({exc.__class__.__name__}: {exc}); "
+            "check that PostgreSQL is running and the host and port are right."
+        )
+    return f"the {what} database {where} cannot be used: {exc}."
+
+
+class Catalog:
+    """A pool of connections to the catalog database and the name of glacierd's schema."""
+
+    def __init__(self, conninfo: ConnInfo, schema: str) -> None:
+        self.conninfo = conninfo
+        self.schema = schema
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("catalog is not open")
+        return self._pool
+
+    @property
+    def q(self) -> str:
+        """The quoted schema name, for building SQL (validated as an identifier in config)."""
+        return f'"{self.schema}"'
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                min_size=1, max_size=6, command_timeout=None, **self.conninfo.asyncpg_kwargs()
+            )
+        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            raise CatalogError(describe_connect_error(exc, self.conninfo, "catalog")) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,177 @@
+"""The ``glacierd`` command: serve, backup, list, migrate, check-config.
+
+Every command loads and validates the configuration first; a ConfigError (or any expected
+operational error) prints one sentence and exits non-zero — no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+
+from glacierd import __version__
+from glacierd.catalog import Catalog
+from glacierd.catalog.locks import BusyError
+from glacierd.catalog.migrations import migrate
+from glacierd.config import Config, ConfigError, load_config
+from glacierd.context import open_context
+from glacierd.logs import configure_logging
+from glacierd.operations import inventory
+from glacierd.operations.backup import Progress, run_backup
+from glacierd.operations.errors import EXPECTED
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 1, 2, 3
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class ProgressLine:
+    """A single self-overwriting progress line on a terminal."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage == "database":
+            text = f"backup {p.backup_id}: dumping database {_human(p.database_bytes)}"
+        elif p.stage == "files":
+            text = (
+                f"backup {p.backup_id}: files {p.files_done}/{p.files_total} "
+                f"({_human(p.bytes_done)} of {_human(p.bytes_total)})"
+            )
+        else:
+            text = f"backup {p.backup_id}: {p.stage}"
+        if text != self.last:
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+            self.last = text
+
+    def finish(self) -> None:
+        if self.last:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+async def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
+    from glacierd.service import serve
+
+    return await serve(cfg)
+
+
+async def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
+    show = sys.stderr.isatty() and not args.json
+    line = ProgressLine() if show else None
+    async with open_context(cfg) as ctx:
+        try:
+            summary = await run_backup(ctx, "cli", line)
+        finally:
+            if line:
+                line.finish()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"backup {summary['backup_id']} completed: database {_human(summary['database_bytes'])}"
+            f", {summary['file_count']} files ({summary['new_files']} new, "
+            f"{summary['skipped_files']} skipped), {_human(summary['bytes_uploaded'])} uploaded "
+            f"in {summary['duration_s']} s"
+        )
+    return 0
+
+
+async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
+    async with open_context(cfg) as ctx:
+        rows = await inventory.list_backups(ctx, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no backups yet")
+        return 0
+    print(f"{'ID':>5}  {'STATUS':9}  {'STARTED (UTC)':19}  {'FILES':>7}  {'NEW':>6}  {'UPLOADED':>10}  RETRIEVAL")
+    for r in rows:
+        started = (r["started_at"] or "")[:19].replace("T", " ")
+        print(
+            f"{r['id']:>5}  {r['status']:9}  {started:19}  {r['file_count']:>7}  {r['new_files']:>6}"
+            f"  {_human(r['bytes_uploaded']):>10}  {r['retrieval_status'] or '-'}"
+            + (f"  error: {r['error']}" if r["error"] else "")
+        )
+    return 0
+
+
+async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
+    catalog = Catalog(cfg.catalog.conninfo, cfg.catalog.schema)
+    await catalog.open()
+    try:
+        applied = await migrate(catalog)
+    finally:
+        await catalog.close()
+    print(f"catalog schema {cfg.catalog.schema}: " + (
+        f"applied {', '.join(applied)}" if applied else "up to date"))
+    return 0
+
+
+async def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
+    print(f"configuration {cfg.path} is valid: database {cfg.database.conninfo.describe()}, "
+          f"store {cfg.store.name} ({cfg.store.type}), files {cfg.files.root or '(none)'}, "
+          f"schedule '{cfg.schedule.backup_cron}' {cfg.schedule.timezone}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], Awaitable[int]]]] = {
+    "serve": ("run the daemon: scheduler, control API, SNS endpoint", cmd_serve),
+    "backup": ("run one backup now and wait for it", cmd_backup),
+    "list": ("list backups", cmd_list),
+    "migrate": ("create or upgrade the catalog schema", cmd_migrate),
+    "check-config": ("validate the configuration and exit", cmd_check_config),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glacierd", description="Back up PostgreSQL and attached files to Amazon Glacier."
+    )
+    parser.add_argument("--version", action="version", version=f"glacierd {__version__}")
+    parser.add_argument(
+        "--config", "-c", help="configuration file (default: $GLACIERD_CONFIG or "
+        "/etc/glacierd/glacierd.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, (help_text, _) in COMMANDS.items():
+        parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+    parsers["backup"].add_argument("--json", action="store_true", help="print the summary as JSON")
+    parsers["list"].add_argument("--json", action="store_true", help="print JSON")
+    parsers["list"].add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"glacierd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(cfg.logging)
+    _, handler = COMMANDS[args.command]
+    try:
+        return asyncio.run(handler(cfg, args))
+    except BusyError as exc:
+        print(f"glacierd: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except EXPECTED as exc:
+        print(f"glacierd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("glacierd: interrupted", file=sys.stderr)
+        return 130

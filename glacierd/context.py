@@ -1,0 +1,50 @@
+"""What every operation needs, opened once: configuration, catalog, store.
+
+The daemon, the CLI's one-shot commands and the tests all build a Context the same way,
+so an operation behaves identically whoever calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from glacierd.catalog import Catalog
+from glacierd.catalog.migrations import migrate
+from glacierd.config import Config
+from glacierd.stores.base import Store
+from glacierd.stores.factory import build_store
+
+
+@dataclass
+class Context:
+    config: Config
+    catalog: Catalog
+    store: Store
+    # Background work the daemon must finish or abandon on shutdown (backups, fetches).
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+@asynccontextmanager
+async def open_context(config: Config, *, apply_migrations: bool = True) -> AsyncIterator[Context]:
+    catalog = Catalog(config.catalog.conninfo, config.catalog.schema)
+    await catalog.open()
+    try:
+        if apply_migrations:
+            await migrate(catalog)
+        store = build_store(config.store)
+        await store.open()
+        try:
+            yield Context(config, catalog, store)
+        finally:
+            await store.close()
+    finally:
+        await catalog.close()

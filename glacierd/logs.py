@@ -1,0 +1,86 @@
+"""structlog set-up: JSON lines for journald by default, readable lines on a terminal,
+optionally also a log file (the original engine wrote log/aws.log).
+
+A redaction step runs last before rendering, so a password or token that slipped into an
+event (a connection string in an error, a header) never reaches a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from glacierd.config import LoggingConfig
+
+_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential)", re.I)
+_URI_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
+_AWS_SECRET = re.compile(r"(aws_secret_access_key\s*[=:]\s*)(\S+)", re.I)
+
+
+def redact_text(text: str) -> str:
+    text = _URI_PASSWORD.sub(r"\1***\3", text)
+    text = _KV_PASSWORD.sub(r"\1***", text)
+    return _AWS_SECRET.sub(r"\1***", text)
+
+
+def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key) and value not in (None, ""):
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = redact_text(value)
+    return event
+
+
+def configure_logging(cfg: LoggingConfig, *, tty: bool | None = None) -> None:
+    tty = sys.stderr.isatty() if tty is None else tty
+    use_console = cfg.format == "console" or (cfg.format == "auto" and tty)
+    level = getattr(logging, cfg.level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    json_renderer = structlog.processors.JSONRenderer()
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.dev.ConsoleRenderer(colors=tty) if use_console else json_renderer,
+            ],
+            foreign_pre_chain=shared,
+        )
+    )
+    handlers: list[logging.Handler] = [stderr_handler]
+    if cfg.file is not None:
+        Path(cfg.file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(cfg.file, encoding="utf-8")
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer],
+                foreign_pre_chain=shared,
+            )
+        )
+        handlers.append(file_handler)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    # Library chatter (botocore request dumps can include signed headers) stays at WARNING.
+    for noisy in ("botocore", "aiobotocore", "aioboto3", "asyncio", "apscheduler", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -1,0 +1,133 @@
+"""Reading and deleting backups: the views behind ``GET /backups``, ``glacierd list`` and
+``DELETE /backups/{id}``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from glacierd.catalog import backups as q
+from glacierd.catalog import status
+from glacierd.catalog.locks import operation_lock
+from glacierd.context import Context
+from glacierd.operations.errors import OperationError
+from glacierd.stores.base import ArchiveRef
+
+log = structlog.get_logger("glacierd.inventory")
+
+
+class NotFoundError(OperationError):
+    pass
+
+
+class ConflictError(OperationError):
+    pass
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
+    rank = row.get("lowest_rank")
+    duration = None
+    if row["finished_at"]:
+        duration = round((row["finished_at"] - row["started_at"]).total_seconds(), 3)
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "trigger": row["trigger"],
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "duration_s": duration,
+        "error": row["error"],
+        "database": row["database_name"],
+        "file_count": row["file_count"],
+        "new_files": row["new_files"],
+        "skipped_files": row["skipped_files"],
+        "bytes_uploaded": row["bytes_uploaded"],
+        "retrieval_status": status.ORDER[rank - 1] if rank else None,
+    }
+
+
+async def list_backups(ctx: Context, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await q.list_backups(ctx.catalog.pool, ctx.catalog, limit)
+    return [backup_summary(r) for r in rows]
+
+
+def _on_disk(root: Path | None, archives: list[dict[str, Any]]) -> set[int]:
+    """Ids of file archives whose file is on disk with the archived size (status exists)."""
+    if root is None:
+        return set()
+    present = set()
+    for a in archives:
+        if a["kind"] != "file":
+            continue
+        try:
+            if (root / a["path"]).stat().st_size == a["size"]:
+                present.add(a["id"])
+        except OSError:
+            continue
+    return present
+
+
+def archive_view(a: dict[str, Any], exists: bool) -> dict[str, Any]:
+    return {
+        "id": a["id"],
+        "kind": a["kind"],
+        "path": a["path"],
+        "store": a["store_name"],
+        "key": a["store_key"],
+        "size": a["size"],
+        "sha256": a["sha256"],
+        "storage_class": a["storage_class"],
+        "status": "exists" if exists else a["retrieval_status"],
+        "retrieval_tier": a["retrieval_tier"],
+        "retrieval_requested_at": _iso(a["retrieval_requested_at"]),
+        "expected_ready_at": _iso(a["retrieval_expected_at"])
+        if a["retrieval_status"] == "pending"
+        else None,
+        "ready_until": _iso(a["ready_until"]) if a["retrieval_status"] == "ready" else None,
+        "retrieval_error": a["retrieval_error"],
+    }
+
+
+async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:
+    row = await q.get_backup(ctx.catalog.pool, ctx.catalog, backup_id)
+    if row is None:
+        raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
+    archives = await q.backup_archives(ctx.catalog.pool, ctx.catalog, backup_id)
+    present = await asyncio.to_thread(_on_disk, ctx.config.files.root, archives)
+    views = [archive_view(a, a["id"] in present) for a in archives]
+    detail = backup_summary(row)
+    detail["retrieval_status"] = status.lowest(v["status"] for v in views)
+    detail["archives"] = views
+    return detail
+
+
+async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
+    """Delete a backup; a file archive leaves the store only when no other backup uses it."""
+    cat = ctx.catalog
+    async with operation_lock(cat, "delete"), cat.pool.acquire() as conn:
+        row = await q.get_backup(conn, cat, backup_id)
+        if row is None:
+            raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
+        if row["status"] == "running":
+            raise ConflictError(f"backup {backup_id} is still running; delete it when it ends.")
+        async with conn.transaction():
+            unused = await q.delete_backup(conn, cat, backup_id)
+        deleted = await purge_archives(ctx, unused)
+    log.info("backup.deleted", backup_id=backup_id, archives_deleted=deleted)
+    return {"id": backup_id, "deleted": True, "archives_deleted": deleted}
+
+
+async def purge_archives(ctx: Context, archives: list[dict[str, Any]]) -> int:
+    """Delete 'deleting' archives from the store, each row only after its object is gone."""
+    for a in archives:
+        await ctx.store.delete(ArchiveRef(a["store_key"], a["size"], a["sha256"]))
+        await q.drop_archive_rows(ctx.catalog.pool, ctx.catalog, [a["id"]])
+    return len(archives)

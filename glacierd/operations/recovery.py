@@ -1,0 +1,47 @@
+"""Start-up recovery: find work a crash interrupted and clean it up.
+
+Backups left ``running`` by a killed process are marked failed (interrupted) and what only
+they uploaded is removed; uploads a crash left half-done in the store are aborted.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from glacierd.catalog import backups as q
+from glacierd.catalog.locks import BusyError, operation_lock
+from glacierd.context import Context
+from glacierd.operations.backup import remove_unfinished
+from glacierd.operations.inventory import purge_archives
+
+log = structlog.get_logger("glacierd.recovery")
+
+INTERRUPTED = (
+    "interrupted: glacierd stopped during this backup (crash, kill or power loss); its partial "
+    "data was removed from the store at the next start"
+)
+
+
+async def recover_interrupted(ctx: Context) -> list[int]:
+    """Mark interrupted backups failed; returns their ids. Skips if another process is busy."""
+    try:
+        async with operation_lock(ctx.catalog, "recovery"):
+            ids = await q.running_backups(ctx.catalog.pool, ctx.catalog)
+            for backup_id in ids:
+                blog = log.bind(backup_id=backup_id)
+                await q.fail_backup(ctx.catalog.pool, ctx.catalog, backup_id, INTERRUPTED)
+                await remove_unfinished(ctx, backup_id, blog)
+                blog.warning("recovery.backup_interrupted", outcome="marked failed")
+            leftover = await q.deleting_archives(ctx.catalog.pool, ctx.catalog)
+            if leftover:
+                await purge_archives(ctx, leftover)
+                log.warning("recovery.deletions_finished", archives=len(leftover))
+            aborted = await ctx.store.abort_incomplete()
+            if aborted:
+                log.warning("recovery.uploads_aborted", count=aborted, store=ctx.store.name)
+            return ids
+    except BusyError:
+        # Another glacierd (or a one-shot `glacierd backup`) is working: its running
+        # backup is not interrupted, so leave it alone.
+        log.info("recovery.skipped", reason="another backup or restore holds the lock")
+        return []

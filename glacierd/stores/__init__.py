@@ -1,0 +1,1 @@
+"""Stores: where archives live (local directory, S3 bucket, Glacier vault)."""

@@ -1,0 +1,187 @@
+"""The one interface every store implements: local directory, S3 bucket, Glacier vault.
+
+A store knows nothing of backups, databases or files: it keeps opaque archives under keys.
+Archives may not be readable at once (Glacier): ``request_retrieval`` starts making one
+readable, ``retrieval_status`` says how far that got, and ``get`` works only once it is
+ready. Everything streams: ``put`` consumes an async iterator of chunks, ``get`` writes
+chunks to disk, and the SHA-256 is computed on the way in both directions.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from glacierd.pipeline.files import write_atomically
+from glacierd.pipeline.hashing import Digest
+
+
+class StoreError(Exception):
+    """A store operation failed; the message says what to do next."""
+
+
+class ArchiveNotFoundError(StoreError):
+    pass
+
+
+class NotRetrievedError(StoreError):
+    """The archive is in an archival class and has no readable copy (S3 InvalidObjectState)."""
+
+
+class VerificationError(StoreError):
+    """Downloaded bytes do not match the SHA-256 recorded at backup time."""
+
+
+@dataclass(frozen=True)
+class ArchiveRef:
+    """What a store needs to know about an archive it holds (from the catalog)."""
+
+    key: str
+    size: int | None = None
+    sha256: str | None = None
+    storage_class: str | None = None
+    retrieval_job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PutResult:
+    key: str  # the key to ask for it again: for a vault, the ArchiveId that Glacier assigned
+    size: int
+    sha256: str
+    storage_class: str | None
+
+
+@dataclass(frozen=True)
+class RetrievalState:
+    status: str  # "available" | "pending" | "ready" (see glacierd.catalog.status)
+    expected_at: datetime | None = None  # pending: when it should become ready
+    ready_until: datetime | None = None  # ready: when the readable copy expires
+    job_id: str | None = None  # vault: the archive-retrieval job
+    reason: str | None = None  # why it fell back to available (job failed, copy expired)
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+
+
+class Store(abc.ABC):
+    """Base class: the public methods stream and hash; subclasses move bytes."""
+
+    type: str = "abstract"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def open(self) -> None:
+        """Create clients; called once before use."""
+
+    async def close(self) -> None:
+        """Release clients."""
+
+    async def put(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        kind: str,
+        size_hint: int | None = None,
+    ) -> PutResult:
+        """Store a stream under ``key``; nothing is left behind if the stream or upload fails."""
+        digest = Digest()
+        wrapped = digest.wrap(chunks)
+        try:
+            stored_key, storage_class = await self._upload(
+                key, wrapped, kind=kind, size_hint=size_hint, digest=digest
+            )
+        finally:
+            # Close the source now (kill pg_dump, close the file) rather than whenever the
+            # garbage collector finalizes an abandoned generator.
+            await wrapped.aclose()
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+        return PutResult(stored_key, digest.size, digest.hexdigest, storage_class)
+
+    async def get(self, archive: ArchiveRef, dest: Path) -> int:
+        """Download a readable archive to ``dest``, verified against ``archive.sha256``.
+
+        The bytes land in a temporary file first; on a mismatch it is deleted, ``dest`` is
+        untouched and VerificationError says so.
+        """
+        return await write_atomically_verified(dest, Digest(), self._download(archive), archive)
+
+    @abc.abstractmethod
+    async def _upload(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        kind: str,
+        size_hint: int | None,
+        digest: Digest,
+    ) -> tuple[str, str | None]:
+        """Upload the stream; return (key to store in the catalog, storage class)."""
+
+    @abc.abstractmethod
+    def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
+        """Stream a readable archive's bytes; raise NotRetrievedError if it is not readable."""
+
+    @abc.abstractmethod
+    async def request_retrieval(
+        self, archive: ArchiveRef, tier: str | None = None
+    ) -> RetrievalState:
+        """Start making an archive readable (idempotent: a running retrieval is not an error)."""
+
+    @abc.abstractmethod
+    async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
+        """Where a retrieval stands now."""
+
+    @abc.abstractmethod
+    async def delete(self, archive: ArchiveRef) -> None:
+        """Delete an archive; deleting one that is already gone is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
+
+    async def abort_incomplete(self) -> int:
+        """Clean up uploads a crash left half-done; returns how many were removed."""
+        return 0
+
+    async def probe(self) -> None:
+        """Write, read back and delete a small object (``glacierd doctor``)."""
+        data = b"glacierd probe\n"
+
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        result = await self.put(".glacierd-probe", one(), kind="probe", size_hint=len(data))
+        await self.delete(ArchiveRef(result.key, result.size, result.sha256))
+
+
+async def write_atomically_verified(
+    dest: Path, digest: Digest, chunks: AsyncIterator[bytes], archive: ArchiveRef
+) -> int:
+    """Write through a temporary file and rename only if size and SHA-256 match."""
+
+    async def checked() -> AsyncIterator[bytes]:
+        async for chunk in digest.wrap(chunks):
+            yield chunk
+        if archive.sha256 and digest.hexdigest != archive.sha256:
+            raise VerificationError(
+                f"archive {archive.key} failed verification: SHA-256 {digest.hexdigest} "
+                f"differs from the {archive.sha256} recorded at backup time; the download "
+                "was discarded — retry the fetch, and if it fails again the stored copy is "
+                "damaged."
+            )
+        if archive.size is not None and digest.size != archive.size:
+            raise VerificationError(
+                f"archive {archive.key} failed verification: {digest.size} bytes downloaded, "
+                f"{archive.size} recorded at backup time; the download was discarded."
+            )
+
+    return await write_atomically(dest, checked())

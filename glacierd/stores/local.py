@@ -1,0 +1,173 @@
+"""A directory acting as a vault: the embedded default for laptops, demos and tests.
+
+With ``retrieval_delay_seconds`` above zero it behaves like Glacier: an archive can only be
+read after a retrieval was requested and the delay has passed, and the readable copy
+expires after ``retrieval_days``. Retrieval state lives in small JSON files under
+``.retrievals/`` so it survives a daemon restart, like a real Glacier retrieval does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+
+from glacierd.pipeline.files import read_chunks, write_atomically
+from glacierd.pipeline.hashing import Digest
+from glacierd.stores.base import (
+    ArchiveNotFoundError,
+    ArchiveRef,
+    ListedObject,
+    NotRetrievedError,
+    RetrievalState,
+    Store,
+    StoreError,
+)
+
+_RETRIEVALS = ".retrievals"
+
+
+class LocalStore(Store):
+    type = "local"
+
+    def __init__(
+        self, name: str, path: Path, retrieval_delay_seconds: float = 0.0, retrieval_days: int = 7
+    ) -> None:
+        super().__init__(name)
+        self.root = path
+        self.delay = timedelta(seconds=retrieval_delay_seconds)
+        self.days = retrieval_days
+
+    @property
+    def archival(self) -> bool:
+        return self.delay > timedelta(0)
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"local vault directory {self.root} cannot be created ({exc.strerror}); "
+                "create it and make it writable by the glacierd user, or change "
+                "store.local.path."
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(
+                f"local vault directory {self.root} is not writable; run "
+                f"'chown glacierd: {self.root}' or change store.local.path."
+            )
+
+    def _path(self, key: str) -> Path:
+        pure = PurePosixPath(key)
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+            raise StoreError(f"store key {key!r} is not a relative path inside the vault.")
+        return self.root.joinpath(*pure.parts)
+
+    def _marker(self, key: str) -> Path:
+        return self.root / _RETRIEVALS / (key.replace("/", "%2F") + ".json")
+
+    async def _upload(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        kind: str,
+        size_hint: int | None,
+        digest: Digest,
+    ) -> tuple[str, str | None]:
+        await write_atomically(self._path(key), chunks)
+        return key, "LOCAL_ARCHIVE" if self.archival else "LOCAL"
+
+    async def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
+        state = await self.retrieval_status(archive)
+        if state.status != "ready":
+            raise NotRetrievedError(
+                f"archive {archive.key} is not retrieved yet (status {state.status}); "
+                "request a retrieval and wait until it is ready."
+            )
+        path = self._path(archive.key)
+        if not await asyncio.to_thread(path.is_file):
+            raise ArchiveNotFoundError(
+                f"archive {archive.key} is not in the local vault {self.root}."
+            )
+        async for chunk in read_chunks(path):
+            yield chunk
+
+    async def _read_marker(self, key: str) -> dict[str, str] | None:
+        try:
+            text = await asyncio.to_thread(self._marker(key).read_text)
+        except FileNotFoundError:
+            return None
+        return json.loads(text)
+
+    async def request_retrieval(
+        self, archive: ArchiveRef, tier: str | None = None
+    ) -> RetrievalState:
+        if not await asyncio.to_thread(self._path(archive.key).is_file):
+            raise ArchiveNotFoundError(
+                f"archive {archive.key} is not in the local vault {self.root}."
+            )
+        state = await self.retrieval_status(archive)
+        if state.status in ("pending", "ready") and self.archival:
+            return state  # one retrieval at a time, like S3's RestoreAlreadyInProgress
+        now = datetime.now(UTC)
+        ready_at = now + self.delay
+        marker = {
+            "requested_at": now.isoformat(),
+            "ready_at": ready_at.isoformat(),
+            "expires_at": (ready_at + timedelta(days=self.days)).isoformat(),
+            "tier": tier or "Standard",
+        }
+        path = self._marker(archive.key)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(path.write_text, json.dumps(marker))
+        return await self.retrieval_status(archive)
+
+    async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
+        if not self.archival:
+            return RetrievalState("ready")
+        marker = await self._read_marker(archive.key)
+        if marker is None:
+            return RetrievalState("available")
+        now = datetime.now(UTC)
+        ready_at = datetime.fromisoformat(marker["ready_at"])
+        expires_at = datetime.fromisoformat(marker["expires_at"])
+        if now < ready_at:
+            return RetrievalState("pending", expected_at=ready_at)
+        if now < expires_at:
+            return RetrievalState("ready", ready_until=expires_at)
+        return RetrievalState("available", reason="the retrieved copy expired")
+
+    async def delete(self, archive: ArchiveRef) -> None:
+        await asyncio.to_thread(self._path(archive.key).unlink, missing_ok=True)
+        await asyncio.to_thread(self._marker(archive.key).unlink, missing_ok=True)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        def walk() -> list[ListedObject]:
+            found = []
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames[:] = [d for d in dirnames if d != _RETRIEVALS]
+                for name in filenames:
+                    if name.endswith(".partial") and name.startswith("."):
+                        continue
+                    full = Path(dirpath) / name
+                    key = full.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        found.append(ListedObject(key, full.stat().st_size))
+            return sorted(found, key=lambda o: o.key)
+
+        for obj in await asyncio.to_thread(walk):
+            yield obj
+
+    async def abort_incomplete(self) -> int:
+        def sweep() -> int:
+            removed = 0
+            for partial in self.root.rglob(".*.partial"):
+                partial.unlink(missing_ok=True)
+                removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
