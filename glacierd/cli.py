@@ -97,12 +97,14 @@ async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
     if not rows:
         print("no backups yet")
         return 0
-    print(f"{'ID':>5}  {'STATUS':9}  {'STARTED (UTC)':19}  {'FILES':>7}  {'NEW':>6}  {'UPLOADED':>10}  RETRIEVAL")
+    header = ("ID", "STATUS", "STARTED (UTC)", "FILES", "NEW", "UPLOADED", "RETRIEVAL")
+    print("{:>5}  {:9}  {:19}  {:>7}  {:>6}  {:>10}  {}".format(*header))
     for r in rows:
         started = (r["started_at"] or "")[:19].replace("T", " ")
+        retrieval = r["retrieval_status"] or "-"
         print(
-            f"{r['id']:>5}  {r['status']:9}  {started:19}  {r['file_count']:>7}  {r['new_files']:>6}"
-            f"  {_human(r['bytes_uploaded']):>10}  {r['retrieval_status'] or '-'}"
+            f"{r['id']:>5}  {r['status']:9}  {started:19}  {r['file_count']:>7}  "
+            f"{r['new_files']:>6}  {_human(r['bytes_uploaded']):>10}  {retrieval}"
             + (f"  error: {r['error']}" if r["error"] else "")
         )
     return 0
@@ -115,15 +117,19 @@ async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
         applied = await migrate(catalog)
     finally:
         await catalog.close()
-    print(f"catalog schema {cfg.catalog.schema}: " + (
-        f"applied {', '.join(applied)}" if applied else "up to date"))
+    print(
+        f"catalog schema {cfg.catalog.schema}: "
+        + (f"applied {', '.join(applied)}" if applied else "up to date")
+    )
     return 0
 
 
 async def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
-    print(f"configuration {cfg.path} is valid: database {cfg.database.conninfo.describe()}, "
-          f"store {cfg.store.name} ({cfg.store.type}), files {cfg.files.root or '(none)'}, "
-          f"schedule '{cfg.schedule.backup_cron}' {cfg.schedule.timezone}")
+    print(
+        f"configuration {cfg.path} is valid: database {cfg.database.conninfo.describe()}, "
+        f"store {cfg.store.name} ({cfg.store.type}), files {cfg.files.root or '(none)'}, "
+        f"schedule '{cfg.schedule.backup_cron}' {cfg.schedule.timezone}"
+    )
     return 0
 
 
@@ -142,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"glacierd {__version__}")
     parser.add_argument(
-        "--config", "-c", help="configuration file (default: $GLACIERD_CONFIG or "
-        "/etc/glacierd/glacierd.toml)"
+        "--config",
+        "-c",
+        help="configuration file (default: $GLACIERD_CONFIG or /etc/glacierd/glacierd.toml)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers: dict[str, argparse.ArgumentParser] = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.util import astimezone
 
 from glacierd.sources.conninfo import ConnInfo, ConnInfoError, parse_conninfo
 
@@ -24,6 +25,19 @@ STORE_TYPES = ("local", "s3", "vault")
 S3_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD", "STANDARD_IA")
 TIERS = ("Expedited", "Standard", "Bulk")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TOP_LEVEL = (
+    "state_dir",
+    "shutdown_timeout_seconds",
+    "database",
+    "catalog",
+    "files",
+    "store",
+    "schedule",
+    "api",
+    "sns",
+    "logging",
+    "restore",
+)
 
 
 class ConfigError(Exception):
@@ -279,7 +293,9 @@ def _path(section: _Section, key: str, default: str | None = None) -> Path | Non
 
 
 def _conninfo(section: _Section, env_name: str, default: ConnInfo | None) -> ConnInfo:
-    raw = os.environ.get(env_name) or section.get("dsn", str, "")
+    # Read the file's dsn even when the environment overrides it, so it counts as known.
+    in_file = section.get("dsn", str, "")
+    raw = os.environ.get(env_name) or in_file
     if not raw:
         return default if default is not None else ConnInfo({})
     try:
@@ -435,6 +451,13 @@ def _load_schedule(root: _Section) -> ScheduleConfig:
         poll_interval_seconds=sec.positive("poll_interval_seconds", float, None),
     )
     try:
+        astimezone(cfg.timezone)
+    except (ValueError, LookupError):
+        raise ConfigError(
+            f"schedule.timezone {cfg.timezone!r} is not a known timezone; use an IANA name "
+            "such as 'UTC' or 'Europe/Berlin'."
+        ) from None
+    try:
         cfg.trigger()
     except (ValueError, LookupError) as exc:
         raise ConfigError(
@@ -485,10 +508,13 @@ def _load_sns(root: _Section) -> SnsConfig:
     path = sec.get("path", str, "/sns")
     if not path.startswith("/"):
         raise ConfigError(f"sns.path {path!r} must start with '/'; for example '/sns'.")
+    port = sec.get("port", int, 8471)
+    if not 0 < port < 65536:
+        raise ConfigError(f"sns.port {port} is out of range; use a port between 1 and 65535.")
     cfg = SnsConfig(
         enabled=enabled,
         host=sec.get("host", str, "127.0.0.1"),
-        port=sec.get("port", int, 8471),
+        port=port,
         path=path,
         topic_arns=tuple(topics),
         cert_url_override=sec.get("cert_url_override", str),
@@ -545,6 +571,9 @@ def config_from_dict(data: dict[str, Any], path: Path | None = None) -> Config:
     root = _Section("glacierd", data)
     root.name = ""
     root._key = lambda key: key  # type: ignore[method-assign]
+    # A misspelt section ([databse]) is named as such, before its absence causes another error.
+    root.used.update(_TOP_LEVEL)
+    root.check_unknown()
     state_dir = _path(root, "state_dir", "/var/lib/glacierd")
     assert state_dir is not None
     database = _load_database(root)

@@ -10,12 +10,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from glacierd.catalog import Catalog
 from glacierd.catalog.migrations import migrate
 from glacierd.config import Config
 from glacierd.stores.base import Store
 from glacierd.stores.factory import build_store
+
+if TYPE_CHECKING:
+    from glacierd.operations.fetch import Fetcher
 
 
 @dataclass
@@ -25,6 +29,8 @@ class Context:
     store: Store
     # Background work the daemon must finish or abandon on shutdown (backups, fetches).
     tasks: set[asyncio.Task[object]] = field(default_factory=set)
+    # Downloads archives that became ready; None in one-shot CLI commands.
+    fetcher: Fetcher | None = None
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]

@@ -18,8 +18,9 @@ import structlog
 from glacierd.config import LoggingConfig
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential)", re.I)
-_URI_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
+_URI_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]+)(@)")  # user may be empty
+# A quoted libpq value may hold an escaped quote: 'it\'s secret' is one value.
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 _AWS_SECRET = re.compile(r"(aws_secret_access_key\s*[=:]\s*)(\S+)", re.I)
 
 
@@ -73,7 +74,10 @@ def configure_logging(cfg: LoggingConfig, *, tty: bool | None = None) -> None:
         file_handler = logging.FileHandler(cfg.file, encoding="utf-8")
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
-                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, json_renderer],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    json_renderer,
+                ],
                 foreign_pre_chain=shared,
             )
         )
@@ -82,5 +86,12 @@ def configure_logging(cfg: LoggingConfig, *, tty: bool | None = None) -> None:
     root.handlers[:] = handlers
     root.setLevel(level)
     # Library chatter (botocore request dumps can include signed headers) stays at WARNING.
-    for noisy in ("botocore", "aiobotocore", "aioboto3", "asyncio", "apscheduler", "aiohttp.access"):
+    for noisy in (
+        "botocore",
+        "aiobotocore",
+        "aioboto3",
+        "asyncio",
+        "apscheduler",
+        "aiohttp.access",
+    ):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -46,7 +46,9 @@ async def missed_run(ctx: Context, now: datetime | None = None) -> datetime | No
     return due if due is not None and due <= now else None
 
 
-async def start_scheduler(ctx: Context, extra_jobs: list[dict[str, Any]] | None = None) -> AsyncIOScheduler:
+async def start_scheduler(
+    ctx: Context, extra_jobs: list[dict[str, Any]] | None = None
+) -> AsyncIOScheduler:
     cfg = ctx.config.schedule
     scheduler = AsyncIOScheduler(timezone=cfg.timezone)
     if cfg.enabled:
@@ -67,8 +69,12 @@ async def start_scheduler(ctx: Context, extra_jobs: list[dict[str, Any]] | None 
                     "schedule.missed_run", due=due.isoformat(), catch_up_at=run_at.isoformat()
                 )
                 scheduler.add_job(
-                    scheduled_backup, "date", run_date=run_at, args=[ctx, "catch-up"],
-                    id="catch-up", misfire_grace_time=None,
+                    scheduled_backup,
+                    "date",
+                    run_date=run_at,
+                    args=[ctx, "catch-up"],
+                    id="catch-up",
+                    misfire_grace_time=None,
                 )
     for job in extra_jobs or []:
         scheduler.add_job(**job)

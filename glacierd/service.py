@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -18,16 +19,21 @@ from aiohttp import web
 
 from glacierd import sdnotify
 from glacierd.api.control import control_app
+from glacierd.api.sns import sns_app
 from glacierd.config import Config
 from glacierd.context import Context, open_context
+from glacierd.notifications.sns import SnsVerifier
+from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
+from glacierd.operations.retrieval import POLL_SECONDS, Poller
 from glacierd.scheduler import start_scheduler
 
 log = structlog.get_logger("glacierd.service")
 
 
-async def _start_site(app: web.Application, *, host: str | None, port: int | None,
-                      socket_path: str | None) -> web.AppRunner:
+async def _start_site(
+    app: web.Application, *, host: str | None, port: int | None, socket_path: str | None
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site: web.BaseSite
@@ -39,9 +45,18 @@ async def _start_site(app: web.Application, *, host: str | None, port: int | Non
     return runner
 
 
-def extra_components(ctx: Context) -> tuple[list[dict[str, Any]], list[web.Application]]:
-    """Scheduler jobs and extra listeners that later features add (polling, SNS)."""
-    return [], []
+def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
+    """Polling runs at the fastest tier's pace; the poller skips archives not yet due."""
+    interval = ctx.config.schedule.poll_interval_seconds or min(POLL_SECONDS.values())
+    return {
+        "func": poller.poll_once,
+        "trigger": "interval",
+        "seconds": interval,
+        "id": "poll",
+        "coalesce": True,
+        "max_instances": 1,
+        "next_run_time": datetime.now(UTC),
+    }
 
 
 async def serve(config: Config) -> int:
@@ -50,31 +65,58 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async with open_context(config) as ctx:
+    async with open_context(config) as ctx, contextlib.AsyncExitStack() as stack:
         interrupted = await recover_interrupted(ctx)
+        ctx.fetcher = Fetcher(ctx)
         runners: list[web.AppRunner] = []
-        api = config.api
-        try:
-            runners.append(await _start_site(
-                control_app(ctx), host=api.host, port=api.port,
-                socket_path=str(api.socket) if api.socket else None,
-            ))
-        except OSError as exc:
-            where = api.socket or f"{api.host}:{api.port}"
-            log.error("service.listen_failed", listener="control", error=str(exc))
-            print(f"glacierd: cannot listen on {where} ({exc.strerror}); stop what uses it or "
-                  "change [api] port/socket.", flush=True)
-            return 1
-        scheduler = await start_scheduler(ctx)
+        api, sns = config.api, config.sns
+        listeners: list[tuple[str, web.Application, str | None, int | None, str | None]] = [
+            ("api", control_app(ctx), api.host, api.port, str(api.socket) if api.socket else None)
+        ]
+        if sns.enabled:
+            verifier = await stack.enter_async_context(
+                SnsVerifier(
+                    sns.topic_arns,
+                    cert_url_override=sns.cert_url_override,
+                    subscribe_url_override=sns.cert_url_override,
+                )
+            )
+            listeners.append(("sns", sns_app(ctx, verifier, sns.path), sns.host, sns.port, None))
+        for section, app, host, port, socket_path in listeners:
+            try:
+                runners.append(
+                    await _start_site(app, host=host, port=port, socket_path=socket_path)
+                )
+            except OSError as exc:
+                where = socket_path or f"{host}:{port}"
+                log.error("service.listen_failed", listener=section, error=str(exc))
+                print(
+                    f"glacierd: cannot listen on {where} ({exc.strerror}); stop what uses it "
+                    f"or change [{section}] port.",
+                    flush=True,
+                )
+                for runner in runners:
+                    await runner.cleanup()
+                return 1
+        scheduler = await start_scheduler(
+            ctx, [_poll_job(ctx, Poller(ctx, config.schedule.poll_interval_seconds))]
+        )
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
-        log.info("service.ready", api=str(api.socket) if api.socket else api.base_url,
-                 store=ctx.store.name, store_type=ctx.store.type, recovered=interrupted)
+        log.info(
+            "service.ready",
+            api=str(api.socket) if api.socket else api.base_url,
+            sns=f"http://{sns.host}:{sns.port}{sns.path}" if sns.enabled else None,
+            store=ctx.store.name,
+            store_type=ctx.store.type,
+            recovered=interrupted,
+        )
 
         await stop.wait()
 
         sdnotify.notify("STOPPING=1\nSTATUS=glacierd is stopping")
         log.info("service.stopping", running_tasks=len(ctx.tasks))
         scheduler.shutdown(wait=False)
+        ctx.fetcher.closed = True
         for runner in runners:
             await runner.cleanup()
         await _drain(ctx, config.shutdown_timeout_seconds)
@@ -82,17 +124,17 @@ async def serve(config: Config) -> int:
     return 0
 
 
-async def _drain(ctx: Context, timeout: float) -> None:
-    """Let running work finish within ``timeout``; cancel (cleanly abandon) what remains."""
+async def _drain(ctx: Context, budget: float) -> None:
+    """Let running work finish within ``budget`` seconds; cancel (cleanly abandon) the rest."""
     tasks = list(ctx.tasks)
     if not tasks:
         return
-    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    _, pending = await asyncio.wait(tasks, timeout=budget)
     for task in pending:
-        log.warning("service.abandoning", task=task.get_name(), timeout_s=timeout)
+        log.warning("service.abandoning", task=task.get_name(), timeout_s=budget)
         task.cancel()
     if pending:
-        await asyncio.wait(pending, timeout=max(5.0, timeout / 2))
+        await asyncio.wait(pending, timeout=max(5.0, budget / 2))
     for task in tasks:
         if task.done() and not task.cancelled():
             with contextlib.suppress(BaseException):

@@ -16,6 +16,9 @@ from glacierd.context import Context, open_context
 from tests import pg
 from tests.daemon import Daemon, free_port
 
+# Shared AWS fixtures, registered once so each session-scoped server starts once.
+pytest_plugins = ["tests.aws_fixtures", "tests.moto_glacier"]
+
 
 def _ensure_postgres() -> None:
     probe = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True)
@@ -80,6 +83,7 @@ async def ctx(make_settings: Callable[..., dict]) -> AsyncIterator[Context]:
 
 def to_toml(data: dict) -> str:
     """A tiny TOML writer for test configs (tables of scalars, lists and nested tables)."""
+
     def scalar(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -105,11 +109,17 @@ def to_toml(data: dict) -> str:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, make_settings: Callable[..., dict]) -> Iterator[Callable[..., Daemon]]:
+def daemon_factory(
+    tmp_path: Path, make_settings: Callable[..., dict]
+) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def make(settings: dict | None = None, env: dict[str, str] | None = None,
-             start: bool = True, name: str = "glacierd") -> Daemon:
+    def make(
+        settings: dict | None = None,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+        name: str = "glacierd",
+    ) -> Daemon:
         data = settings or make_settings()
         path = tmp_path / f"{name}.toml"
         path.write_text(to_toml(data))

@@ -36,8 +36,13 @@ class Response:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: bytes | str | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+def http(
+    method: str,
+    url: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Response:
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
@@ -61,7 +66,9 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "glacierd", "--config", str(self.config), "serve"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         log.close()
         if wait:
@@ -82,8 +89,14 @@ class Daemon:
             time.sleep(0.1)
         raise AssertionError(f"glacierd did not become healthy:\n{self.logs()}")
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | str | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         hdrs = dict(headers or {})
         data = raw
         if body is not None:
@@ -91,8 +104,9 @@ class Daemon:
             hdrs.setdefault("Content-Type", "application/json")
         return http(method, self.base + path, data, hdrs)
 
-    def wait_for(self, predicate: Any, timeout: float = 30, interval: float = 0.2,
-                 what: str = "condition") -> Any:
+    def wait_for(
+        self, predicate: Any, timeout: float = 30, interval: float = 0.2, what: str = "condition"
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -128,7 +142,9 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"glacierd did not stop within {timeout}s:\n{self.logs()}") from None
+            raise AssertionError(
+                f"glacierd did not stop within {timeout}s:\n{self.logs()}"
+            ) from None
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

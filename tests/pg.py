@@ -56,10 +56,13 @@ async def populate(dbname: str, sql: str = SAMPLE_SCHEMA) -> None:
 
 def table_rows(dbname: str) -> dict[str, list[str]]:
     """Every user table's rows as sorted text lines (psql), for before/after comparisons."""
+
     def psql(sql: str) -> str:
         return subprocess.run(
             ["psql", "-X", "-At", "-d", dsn_for(dbname), "-c", sql],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
 
     tables = psql(

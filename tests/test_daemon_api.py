@@ -15,7 +15,8 @@ from tests import pg
 
 def vault_files(vault: Path) -> list[str]:
     return sorted(
-        p.relative_to(vault).as_posix() for p in vault.rglob("*")
+        p.relative_to(vault).as_posix()
+        for p in vault.rglob("*")
         if p.is_file() and ".retrievals" not in p.parts
     )
 
@@ -114,7 +115,7 @@ def test_malformed_requests_get_json_errors(daemon_factory):
 
 def test_second_backup_while_one_runs_is_busy(daemon_factory, make_settings, tmp_path):
     slow = tmp_path / "slow_pg_dump"
-    slow.write_text("#!/bin/sh\npg_dump \"$@\"\nsleep 4\n")
+    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 4\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     d = daemon_factory(make_settings(database={"pg_dump": str(slow)}))
     first = d.request("POST", "/backups")
@@ -127,8 +128,10 @@ def test_second_backup_while_one_runs_is_busy(daemon_factory, make_settings, tmp
 
 
 def test_bearer_token_protects_everything_but_health(daemon_factory, make_settings):
-    d = daemon_factory(make_settings(api={"token_env": "TEST_GLACIERD_TOKEN"}),
-                       env={"TEST_GLACIERD_TOKEN": "s3cret-token"})
+    d = daemon_factory(
+        make_settings(api={"token_env": "TEST_GLACIERD_TOKEN"}),
+        env={"TEST_GLACIERD_TOKEN": "s3cret-token"},
+    )
     assert d.request("GET", "/health").status == 200
     r = d.request("GET", "/backups")
     assert r.status == 401 and "bearer token" in r.json()["error"]
@@ -139,10 +142,12 @@ def test_bearer_token_protects_everything_but_health(daemon_factory, make_settin
     assert "s3cret-token" not in d.logs()
 
 
-def test_sigkill_during_backup_then_restart_marks_it_failed(daemon_factory, make_settings, tmp_path):
+def test_sigkill_during_backup_then_restart_marks_it_failed(
+    daemon_factory, make_settings, tmp_path
+):
     slow = tmp_path / "slow_pg_dump"
     # Real pg_dump output, then the stream stays open: the upload is mid-way when killed.
-    slow.write_text("#!/bin/sh\npg_dump \"$@\"\nsleep 60\n")
+    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 60\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     settings = make_settings(database={"pg_dump": str(slow)})
     d = daemon_factory(settings)
@@ -164,9 +169,11 @@ def test_sigkill_during_backup_then_restart_marks_it_failed(daemon_factory, make
     d2.stop()
 
 
-def test_sigterm_during_backup_abandons_it_cleanly_and_exits(daemon_factory, make_settings, tmp_path):
+def test_sigterm_during_backup_abandons_it_cleanly_and_exits(
+    daemon_factory, make_settings, tmp_path
+):
     slow = tmp_path / "slow_pg_dump"
-    slow.write_text("#!/bin/sh\npg_dump \"$@\"\nsleep 60\n")
+    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 60\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     settings = make_settings(database={"pg_dump": str(slow)}, shutdown_timeout_seconds=1)
     d = daemon_factory(settings)
@@ -207,9 +214,16 @@ def test_dump_restores_into_scratch_database_with_same_rows(daemon_factory, tmp_
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", scratch], check=True)
     try:
         subprocess.run(
-            ["pg_restore", "--no-owner", "--exit-on-error", "-d", pg.dsn_for(scratch),
-             str(tmp_path / "vault" / dump["key"])],
-            check=True, capture_output=True,
+            [
+                "pg_restore",
+                "--no-owner",
+                "--exit-on-error",
+                "-d",
+                pg.dsn_for(scratch),
+                str(tmp_path / "vault" / dump["key"]),
+            ],
+            check=True,
+            capture_output=True,
         )
         original, restored = pg.table_rows(app_db), pg.table_rows(scratch)
         assert set(original) == {"public.documents", "public.users"}
@@ -217,4 +231,6 @@ def test_dump_restores_into_scratch_database_with_same_rows(daemon_factory, tmp_
         # glacierd's catalog lives in the same database but is not part of the dump.
         assert "glacierd.backups" not in restored
     finally:
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", scratch], check=False)
+        subprocess.run(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", scratch], check=False
+        )

@@ -10,10 +10,18 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from glacierd.api.errors import Handler, error_response, json_errors, path_id, read_json_object
+from glacierd.api.errors import (
+    BadRequest,
+    Handler,
+    error_response,
+    json_errors,
+    path_id,
+    read_json_object,
+)
 from glacierd.catalog import backups as q
+from glacierd.config import TIERS
 from glacierd.context import Context
-from glacierd.operations import inventory
+from glacierd.operations import inventory, retrieval
 from glacierd.operations.backup import start_backup
 from glacierd.scheduler import missed_run
 
@@ -80,6 +88,15 @@ async def get_backup(request: web.Request) -> web.Response:
     return web.json_response(await inventory.backup_detail(request.app[CTX], path_id(request)))
 
 
+async def retrieve_backup(request: web.Request) -> web.Response:
+    body = await read_json_object(request, allowed={"tier"})
+    tier = body.get("tier")
+    if tier is not None and tier not in TIERS:
+        raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
+    result = await retrieval.retrieve_backup(request.app[CTX], path_id(request), tier)  # type: ignore[arg-type]
+    return web.json_response(result, status=202)
+
+
 async def delete_backup(request: web.Request) -> web.Response:
     return web.json_response(await inventory.delete_backup(request.app[CTX], path_id(request)))
 
@@ -94,4 +111,5 @@ def control_app(ctx: Context) -> web.Application:
     app.router.add_post("/backups", create_backup)
     app.router.add_get("/backups/{id}", get_backup)
     app.router.add_delete("/backups/{id}", delete_backup)
+    app.router.add_post("/backups/{id}/retrieve", retrieve_backup)
     return app

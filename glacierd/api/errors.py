@@ -64,7 +64,9 @@ async def read_json_object(request: web.Request, allowed: set[str]) -> dict[str,
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object.") from None
+        raise BadRequest(
+            f"the request body is not valid JSON ({exc}); send a JSON object."
+        ) from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object, such as {}.")
     unknown = sorted(set(body) - allowed)

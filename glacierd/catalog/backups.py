@@ -97,9 +97,7 @@ async def mark_stored(
 
 async def drop_archive_rows(db: Conn, catalog: Catalog, ids: list[int]) -> None:
     if ids:
-        await db.execute(
-            f"DELETE FROM {catalog.q}.archives WHERE id = ANY($1::bigint[])", ids
-        )
+        await db.execute(f"DELETE FROM {catalog.q}.archives WHERE id = ANY($1::bigint[])", ids)
 
 
 async def known_files(db: Conn, catalog: Catalog, store_name: str) -> dict[str, KnownFile]:
@@ -148,7 +146,9 @@ async def backup_archives(db: Conn, catalog: Catalog, backup_id: int) -> list[di
     return [dict(r) for r in records]
 
 
-async def last_backup(db: Conn, catalog: Catalog, status: str | None = None) -> dict[str, Any] | None:
+async def last_backup(
+    db: Conn, catalog: Catalog, status: str | None = None
+) -> dict[str, Any] | None:
     where = "WHERE status = $1" if status else "WHERE $1::text IS NULL"
     record = await db.fetchrow(
         f"SELECT * FROM {catalog.q}.backups {where} ORDER BY started_at DESC, id DESC LIMIT 1",
@@ -164,9 +164,7 @@ async def running_backups(db: Conn, catalog: Catalog) -> list[int]:
     return [r["id"] for r in records]
 
 
-async def unfinished_archives(
-    db: Conn, catalog: Catalog, backup_id: int
-) -> list[dict[str, Any]]:
+async def unfinished_archives(db: Conn, catalog: Catalog, backup_id: int) -> list[dict[str, Any]]:
     """Archives a failed backup leaves behind that no completed backup may use.
 
     Its database dump and any upload that never finished. File archives that finished
@@ -182,15 +180,15 @@ async def unfinished_archives(
     return [dict(r) for r in records]
 
 
-async def delete_backup(db: asyncpg.Connection, catalog: Catalog, backup_id: int) -> list[dict[str, Any]]:
+async def delete_backup(
+    db: asyncpg.Connection, catalog: Catalog, backup_id: int
+) -> list[dict[str, Any]]:
     """Delete a backup's rows; mark 'deleting' and return the archives no backup references.
 
     Runs in the caller's transaction; the caller deletes each archive from the store and
     then its row. A 'deleting' archive is never adopted by a later backup.
     """
-    await db.execute(
-        f"SELECT 1 FROM {catalog.q}.backups WHERE id = $1 FOR UPDATE", backup_id
-    )
+    await db.execute(f"SELECT 1 FROM {catalog.q}.backups WHERE id = $1 FOR UPDATE", backup_id)
     ids = [
         r["archive_id"]
         for r in await db.fetch(

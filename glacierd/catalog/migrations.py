@@ -39,9 +39,10 @@ async def migrate(catalog: Catalog) -> list[str]:
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r["version"] for r in await conn.fetch(
-                f"SELECT version FROM {catalog.q}.schema_migrations"
-            )}
+            done = {
+                r["version"]
+                for r in await conn.fetch(f"SELECT version FROM {catalog.q}.schema_migrations")
+            }
             for version, name, sql in available_migrations():
                 if version in done:
                     continue
@@ -50,7 +51,8 @@ async def migrate(catalog: Catalog) -> list[str]:
                     await conn.execute(
                         f"INSERT INTO {catalog.q}.schema_migrations (version, name) "
                         "VALUES ($1, $2)",
-                        version, name,
+                        version,
+                        name,
                     )
                 log.info("catalog.migrated", migration=name, schema=catalog.schema)
                 applied_now.append(name)

@@ -19,7 +19,9 @@ def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) ->
     where = conninfo.describe()
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return f"the {what} database {where} does not exist; create it or fix the dsn."
-    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         return (
             f"the {what} database {where} refused the login ({exc}); check the user and set the "
             "password in .pgpass or PGPASSWORD."

@@ -28,9 +28,11 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("pending", "available"): "the retrieval job failed or vanished; it must be requested again",
     ("ready", "local"): "the archive was downloaded and its SHA-256 verified",
     ("ready", "available"): "the restored copy expired before it was downloaded",
-    ("ready", "pending"): "a new retrieval replaced an expired one",
+    ("ready", "pending"): "a new retrieval replaced an expired one (guarded in SQL: only "
+    "once ready_until has passed)",
     ("local", "available"): "the fetched copy was removed (restored and cleaned up, or lost)",
-    ("local", "ready"): "the fetched copy was lost but the restored copy is still readable",
+    # No edge leaves "local" for "ready" or "pending": news about the store's copy (a late
+    # or duplicate notification) never overrides a verified copy on disk.
 }
 
 

@@ -197,7 +197,9 @@ async def _backup(
         progress.files_total = len(new)
         progress.bytes_total = sum(e.size for e in new)
         progress.changed()
-        stored, lost = await _upload_files(ctx, root, list(zip(ids, rows, strict=True)), progress, blog)
+        stored, lost = await _upload_files(
+            ctx, root, list(zip(ids, rows, strict=True)), progress, blog
+        )
         await q.drop_archive_rows(pool, cat, lost)
         referenced.extend(stored)
         skipped += len(lost)
@@ -215,8 +217,12 @@ async def _backup(
         "bytes_uploaded": bytes_uploaded,
     }
     await q.complete_backup(
-        pool, cat, backup_id,
-        file_count=file_count, new_files=new_count, skipped_files=skipped,
+        pool,
+        cat,
+        backup_id,
+        file_count=file_count,
+        new_files=new_count,
+        skipped_files=skipped,
         bytes_uploaded=bytes_uploaded,
     )
     progress.stage = "done"
@@ -252,13 +258,21 @@ async def _upload_files(
                     row.store_key, read_chunks(root / row.path), kind="file", size_hint=row.size
                 )
             except FileNotFoundError:
-                blog.warning("backup.file_skipped", path=row.path, reason="vanished",
-                             detail="deleted after the walk; not archived")
+                blog.warning(
+                    "backup.file_skipped",
+                    path=row.path,
+                    reason="vanished",
+                    detail="deleted after the walk; not archived",
+                )
                 lost.append(archive_id)
                 return
             except (IsADirectoryError, PermissionError) as exc:
-                blog.warning("backup.file_skipped", path=row.path, reason="unreadable",
-                             detail=exc.strerror or str(exc))
+                blog.warning(
+                    "backup.file_skipped",
+                    path=row.path,
+                    reason="unreadable",
+                    detail=exc.strerror or str(exc),
+                )
                 lost.append(archive_id)
                 return
         pending_marks.append((archive_id, res.key, res.size, res.sha256, res.storage_class))
@@ -298,7 +312,7 @@ async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundL
     for row in leftovers:
         try:
             await ctx.store.delete(ArchiveRef(row["store_key"]))
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort, and logged
+        except Exception as exc:
             blog.warning("backup.cleanup_failed", key=row["store_key"], error=str(exc))
     await q.drop_archive_rows(pool, cat, [r["id"] for r in leftovers])
     if leftovers:

@@ -59,7 +59,7 @@ async def list_backups(ctx: Context, limit: int = 100) -> list[dict[str, Any]]:
     return [backup_summary(r) for r in rows]
 
 
-def _on_disk(root: Path | None, archives: list[dict[str, Any]]) -> set[int]:
+def on_disk(root: Path | None, archives: list[dict[str, Any]]) -> set[int]:
     """Ids of file archives whose file is on disk with the archived size (status exists)."""
     if root is None:
         return set()
@@ -101,7 +101,7 @@ async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
     archives = await q.backup_archives(ctx.catalog.pool, ctx.catalog, backup_id)
-    present = await asyncio.to_thread(_on_disk, ctx.config.files.root, archives)
+    present = await asyncio.to_thread(on_disk, ctx.config.files.root, archives)
     views = [archive_view(a, a["id"] in present) for a in archives]
     detail = backup_summary(row)
     detail["retrieval_status"] = status.lowest(v["status"] for v in views)

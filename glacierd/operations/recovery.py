@@ -13,6 +13,7 @@ from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup import remove_unfinished
 from glacierd.operations.inventory import purge_archives
+from glacierd.stores.base import StoreError
 
 log = structlog.get_logger("glacierd.recovery")
 
@@ -36,7 +37,13 @@ async def recover_interrupted(ctx: Context) -> list[int]:
             if leftover:
                 await purge_archives(ctx, leftover)
                 log.warning("recovery.deletions_finished", archives=len(leftover))
-            aborted = await ctx.store.abort_incomplete()
+            try:
+                aborted = await ctx.store.abort_incomplete()
+            except StoreError as exc:
+                # Best effort: a bucket lifecycle rule (AbortIncompleteMultipartUpload) is
+                # the safety net, so this must not keep the daemon from starting.
+                log.warning("recovery.abort_failed", store=ctx.store.name, error=str(exc))
+                aborted = 0
             if aborted:
                 log.warning("recovery.uploads_aborted", count=aborted, store=ctx.store.name)
             return ids

@@ -31,6 +31,8 @@ _ENV = {
     "options": "PGOPTIONS",
 }
 _KV = re.compile(r"\s*([a-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")
+_NUMERIC = ("port", "connect_timeout")
 
 
 class ConnInfoError(ValueError):
@@ -98,18 +100,27 @@ def parse_conninfo(text: str) -> ConnInfo:
     while pos < len(text):
         match = _KV.match(text, pos)
         if not match or not match.group(0).strip():
-            raise ConnInfoError(f"cannot read {text[pos:].strip()[:20]!r}")
+            # Never quote the text itself: it may be (part of) a password.
+            raise ConnInfoError(
+                f"cannot read it from character {pos + 1} on (expected keyword=value)"
+            )
         key, value = match.group(1), match.group(2)
         if value.startswith("'"):
+            if not _QUOTED.fullmatch(value):
+                raise ConnInfoError(f"the quoted value of {key!r} has no closing quote")
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         _check_key(key)
+        _check_value(key, value)
         params[key] = value
         pos = match.end()
     return ConnInfo(params)
 
 
 def _parse_uri(text: str) -> ConnInfo:
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL": an unclosed [ in the host
+        raise ConnInfoError(str(exc)) from None
     params: dict[str, str] = {}
     if parts.hostname:
         params["host"] = unquote(parts.hostname)
@@ -127,6 +138,7 @@ def _parse_uri(text: str) -> ConnInfo:
         params["dbname"] = unquote(parts.path.lstrip("/"))
     for key, value in parse_qsl(parts.query):
         _check_key(key)
+        _check_value(key, value)
         params[key] = value
     return ConnInfo(params)
 
@@ -134,3 +146,9 @@ def _parse_uri(text: str) -> ConnInfo:
 def _check_key(key: str) -> None:
     if key not in _ENV:
         raise ConnInfoError(f"unknown parameter {key!r}")
+
+
+def _check_value(key: str, value: str) -> None:
+    # asyncpg_kwargs() turns these into numbers; fail here, at start-up, not at connect time.
+    if key in _NUMERIC and not value.strip().isdigit():
+        raise ConnInfoError(f"{key} must be a whole number, not {value!r}")

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,18 +34,22 @@ class ToolVersion:
     text: str
 
 
-def find_tool(name: str) -> str:
+def find_tool(name: str, setting: str | None = None) -> str:
+    """``name`` is the configured value (a command or a path); ``setting`` the key holding it."""
     path = shutil.which(name)
     if path is None:
+        if setting is None:
+            restore = "restore" in os.path.basename(name)
+            setting = "database.pg_restore" if restore else "database.pg_dump"
         raise DatabaseSourceError(
             f"{name} was not found; install it with 'apt-get install postgresql-client' "
-            f"(or set database.{name.replace('-', '_')} to its full path)."
+            f"(or set {setting} to its full path)."
         )
     return path
 
 
-async def tool_version(tool: str) -> ToolVersion:
-    path = find_tool(tool)
+async def tool_version(tool: str, setting: str | None = None) -> ToolVersion:
+    path = find_tool(tool, setting)
     proc = await asyncio.create_subprocess_exec(
         path, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -72,7 +76,7 @@ async def server_version(conninfo: ConnInfo) -> ToolVersion:
 
 async def check_pg_dump(tool: str, conninfo: ConnInfo) -> tuple[ToolVersion, ToolVersion]:
     """pg_dump must exist and be at least as new as the server (it refuses older servers' peers)."""
-    client = await tool_version(tool)
+    client = await tool_version(tool, "database.pg_dump")
     server = await server_version(conninfo)
     if client.major < server.major:
         raise DatabaseSourceError(
@@ -95,7 +99,8 @@ class PgDump:
     def argv(self) -> list[str]:
         # Custom format: compressed, and pg_restore can select objects from it (which the
         # restore needs to leave glacierd's own schema alone). --no-password: never prompt.
-        return [find_tool(self.tool), "--format=custom", "--no-password", *self.extra_args]
+        tool = find_tool(self.tool, "database.pg_dump")
+        return [tool, "--format=custom", "--no-password", *self.extra_args]
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.proc = await asyncio.create_subprocess_exec(
@@ -120,8 +125,11 @@ class PgDump:
             code = await self.proc.wait()
             stderr = await stderr_task
             if code != 0:
+                # One line: pg_dump's message spans several (an error, then a hint).
+                message = " ".join(stderr.split()) or "(no message)"
                 raise DatabaseSourceError(
-                    f"pg_dump exited with code {code}: {stderr.strip() or '(no message)'}"
+                    f"pg_dump exited with code {code} while dumping "
+                    f"{self.conninfo.describe()}: {message}"
                 )
             finished = True
         finally:

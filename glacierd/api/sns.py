@@ -1,0 +1,71 @@
+"""The SNS endpoint: the one listener meant to face the internet (behind a TLS proxy).
+
+Verify first, then dispatch (the shape of a good webhook receiver): nothing in a message is
+trusted or acted on before its signature, certificate host, topic and age are checked. A
+rejected message gets a 4xx with the reason, changes nothing, and is logged.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from glacierd.api.errors import json_errors
+from glacierd.context import Context
+from glacierd.notifications.dispatch import dispatch
+from glacierd.notifications.events import parse_events
+from glacierd.notifications.sns import SnsError, SnsVerifier, parse_message
+
+log = structlog.get_logger("glacierd.sns")
+CTX = web.AppKey("ctx", Context)
+VERIFIER = web.AppKey("verifier", SnsVerifier)
+MAX_BODY = 256 * 1024  # SNS messages are at most 256 KiB
+
+
+def _reject(request: web.Request, exc: SnsError) -> web.Response:
+    log.warning("sns.rejected", status=exc.status, reason=exc.reason, peer=request.remote)
+    return web.json_response({"error": exc.reason, "status": exc.status}, status=exc.status)
+
+
+async def receive(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        msg = parse_message(body, request.headers.get("x-amz-sns-message-type"))
+        await request.app[VERIFIER].verify(msg)
+    except SnsError as exc:
+        return _reject(request, exc)
+    kind, topic = msg["Type"], msg["TopicArn"]
+    if kind == "SubscriptionConfirmation":
+        await request.app[VERIFIER].confirm_subscription(msg)
+        log.info("sns.subscription_confirmed", topic=topic)
+        return web.json_response({"confirmed": True})
+    if kind == "UnsubscribeConfirmation":
+        log.warning(
+            "sns.unsubscribed",
+            topic=topic,
+            outcome="notifications stop; polling still finds finished retrievals",
+        )
+        return web.json_response({"ok": True})
+    try:
+        events = parse_events(msg["Message"])
+    except SnsError as exc:
+        return _reject(request, exc)
+    changed = 0
+    for event in events:
+        changed += await dispatch(request.app[CTX], event)
+    log.info(
+        "sns.notification",
+        topic=topic,
+        message_id=msg["MessageId"],
+        events=len(events),
+        changed=changed,
+    )
+    return web.json_response({"events": len(events), "changed": changed})
+
+
+def sns_app(ctx: Context, verifier: SnsVerifier, path: str) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app[CTX] = ctx
+    app[VERIFIER] = verifier
+    app.router.add_post(path, receive)
+    return app

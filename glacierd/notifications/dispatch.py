@@ -1,0 +1,95 @@
+"""Apply verified retrieval events to the catalog.
+
+Messages arrive at least once and in any order. Each event becomes a store state handed to
+``operations.retrieval.apply_state``, whose guarded transitions make a duplicate a no-op
+and a stale event (a "Completed" after the copy was fetched) harmless.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from glacierd.catalog import archives as aq
+from glacierd.context import Context
+from glacierd.notifications.events import (
+    IgnoredEvent,
+    RetrievalEvent,
+    S3RestoreEvent,
+    VaultJobEvent,
+)
+from glacierd.operations.retrieval import apply_state
+from glacierd.stores.base import RetrievalState
+
+log = structlog.get_logger("glacierd.notifications")
+
+# A vault job's output stays downloadable for at least 24 hours after completion.
+VAULT_OUTPUT_LIFETIME = timedelta(hours=24)
+
+
+async def dispatch(ctx: Context, event: RetrievalEvent) -> int:
+    """Apply one event; returns how many archives changed status."""
+    if isinstance(event, IgnoredEvent):
+        log.info("sns.event_ignored", reason=event.reason)
+        return 0
+    if isinstance(event, VaultJobEvent):
+        return await _vault_job(ctx, event)
+    return await _s3_restore(ctx, event)
+
+
+async def _vault_job(ctx: Context, event: VaultJobEvent) -> int:
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    rows = await aq.by_job_id(pool, cat, event.job_id)
+    if not rows:
+        # A job we never recorded (lost during a crash between InitiateJob and the catalog
+        # update): match by the archive id it retrieved.
+        rows = await aq.by_store_key(pool, cat, ctx.store.name, event.archive_id)
+    if not rows:
+        log.warning("sns.unknown_job", job_id=event.job_id, archive_id=event.archive_id)
+        return 0
+    if event.status_code == "Succeeded":
+        until = event.completed_at + VAULT_OUTPUT_LIFETIME if event.completed_at else None
+        state = RetrievalState("ready", ready_until=until, job_id=event.job_id)
+    elif event.status_code == "Failed":
+        state = RetrievalState(
+            "available",
+            job_id=event.job_id,
+            reason=f"Glacier retrieval job failed: {event.status_message or 'no reason given'}",
+        )
+    else:
+        state = RetrievalState("pending", job_id=event.job_id)
+    changed = 0
+    for row in rows:
+        if row["retrieval_job_id"] not in (None, event.job_id):
+            # A newer job replaced this one; an old job's news must not undo it.
+            log.info("sns.stale_job", archive_id=row["id"], job_id=event.job_id)
+            continue
+        changed += bool(await apply_state(ctx, row, state, source="sns"))
+    return changed
+
+
+async def _s3_restore(ctx: Context, event: S3RestoreEvent) -> int:
+    store = ctx.store
+    bucket = getattr(store, "bucket", None)
+    if store.type != "s3" or event.bucket != bucket:
+        log.warning("sns.foreign_bucket", bucket=event.bucket, key=event.key)
+        return 0
+    key = store.catalog_key(event.key)  # type: ignore[attr-defined]
+    rows = await aq.by_store_key(ctx.catalog.pool, ctx.catalog, store.name, key) if key else []
+    if not rows:
+        log.warning("sns.unknown_object", bucket=event.bucket, key=event.key)
+        return 0
+    if event.event == "completed":
+        state = RetrievalState("ready", ready_until=event.expiry)
+    elif event.event == "deleted":
+        state = RetrievalState("available", reason="the restored copy expired")
+    else:
+        state = RetrievalState("pending")
+    changed = 0
+    for row in rows:
+        if event.event == "deleted" and row["retrieval_status"] != "ready":
+            # Only a ready copy can expire; a late Delete must not cancel a newer retrieval.
+            continue
+        changed += bool(await apply_state(ctx, row, state, source="sns"))
+    return changed
