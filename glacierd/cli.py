@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from glacierd import __version__
+from glacierd.api import client
 from glacierd.catalog import Catalog
 from glacierd.catalog.locks import BusyError
 from glacierd.catalog.migrations import migrate
@@ -110,6 +111,46 @@ async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_restore(r: dict) -> None:
+    line = f"restore {r['id']}: {r['state']}"
+    by_status = r.get("archives", {}).get("by_status", {})
+    if by_status:
+        line += " (" + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) + ")"
+    if r.get("expected_ready_at") and r["state"] == "retrieving":
+        line += f", expected ready by {r['expected_ready_at']}"
+    if r.get("error"):
+        line += f" — {r['error']}"
+    print(line, flush=True)
+
+
+async def _follow(cfg: Config, restore_id: int, wait: bool, interval: float = 2.0) -> int:
+    last = None
+    while True:
+        r = await client.call(cfg, "GET", f"/restores/{restore_id}")
+        shown = (r["state"], json.dumps(r.get("archives", {}).get("by_status")))
+        if shown != last:
+            _print_restore(r)
+            last = shown
+        if r["state"] in ("restored", "failed") or not wait:
+            return 1 if r["state"] == "failed" else 0
+        await asyncio.sleep(interval)
+
+
+async def cmd_restore(cfg: Config, args: argparse.Namespace) -> int:
+    body = {"database": not args.no_database, "files": not args.no_files, "dry_run": args.dry_run}
+    if args.tier:
+        body["tier"] = args.tier
+    result = await client.call(cfg, "POST", f"/backups/{args.backup_id}/restore", body)
+    if args.dry_run:
+        print(json.dumps(result, indent=2))
+        return 0
+    return await _follow(cfg, result["id"], args.wait)
+
+
+async def cmd_restore_status(cfg: Config, args: argparse.Namespace) -> int:
+    return await _follow(cfg, args.restore_id, args.wait)
+
+
 async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     catalog = Catalog(cfg.catalog.conninfo, cfg.catalog.schema)
     await catalog.open()
@@ -133,12 +174,26 @@ async def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
+    from glacierd.operations.doctor import as_json, render, run_checks
+
+    results = await run_checks(cfg)
+    print(json.dumps(as_json(results), indent=2) if args.json else render(results))
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], Awaitable[int]]]] = {
     "serve": ("run the daemon: scheduler, control API, SNS endpoint", cmd_serve),
     "backup": ("run one backup now and wait for it", cmd_backup),
     "list": ("list backups", cmd_list),
+    "restore": (
+        "restore a backup through the running daemon (retrieval, fetch, restore)",
+        cmd_restore,
+    ),
+    "restore-status": ("show a restore request's progress", cmd_restore_status),
     "migrate": ("create or upgrade the catalog schema", cmd_migrate),
     "check-config": ("validate the configuration and exit", cmd_check_config),
+    "doctor": ("check the database, tools, catalog, store, disk and SNS setup", cmd_doctor),
 }
 
 
@@ -159,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["backup"].add_argument("--json", action="store_true", help="print the summary as JSON")
     parsers["list"].add_argument("--json", action="store_true", help="print JSON")
     parsers["list"].add_argument("--limit", type=int, default=50)
+    parsers["doctor"].add_argument("--json", action="store_true", help="print the results as JSON")
+    restore = parsers["restore"]
+    restore.add_argument("backup_id", type=int, help="the backup to restore (glacierd list)")
+    restore.add_argument("--tier", choices=("Expedited", "Standard", "Bulk"))
+    restore.add_argument("--no-database", action="store_true", help="restore files only")
+    restore.add_argument("--no-files", action="store_true", help="restore the database only")
+    restore.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    restore.add_argument("--wait", action="store_true", help="follow it until it ends")
+    status = parsers["restore-status"]
+    status.add_argument("restore_id", type=int)
+    status.add_argument("--wait", action="store_true", help="follow it until it ends")
     return parser
 
 

@@ -49,6 +49,7 @@ class DatabaseConfig:
     conninfo: ConnInfo
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
+    psql: str = "psql"
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,7 @@ def _load_database(root: _Section) -> DatabaseConfig:
         conninfo=info,
         pg_dump=sec.get("pg_dump", str, "pg_dump"),
         pg_restore=sec.get("pg_restore", str, "pg_restore"),
+        psql=sec.get("psql", str, "psql"),
     )
     sec.check_unknown()
     return cfg

@@ -20,6 +20,7 @@ from glacierd.stores.factory import build_store
 
 if TYPE_CHECKING:
     from glacierd.operations.fetch import Fetcher
+    from glacierd.operations.restore import RestoreDriver
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Context:
     tasks: set[asyncio.Task[object]] = field(default_factory=set)
     # Downloads archives that became ready; None in one-shot CLI commands.
     fetcher: Fetcher | None = None
+    # Moves restore requests along; None in one-shot CLI commands.
+    restorer: RestoreDriver | None = None
+
+    def kick_restores(self) -> None:
+        """Advance restore requests now (instead of at the next tick)."""
+        if self.restorer is not None:
+            self.spawn(self.restorer.advance_all(), name="restore-advance")
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from glacierd.context import Context, open_context
 from glacierd.notifications.sns import SnsVerifier
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
+from glacierd.operations.restore import RestoreDriver
 from glacierd.operations.retrieval import POLL_SECONDS, Poller
 from glacierd.scheduler import start_scheduler
 
@@ -59,6 +60,21 @@ def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
     }
 
 
+def _restore_job(ctx: Context, driver: RestoreDriver) -> dict[str, Any]:
+    """Restore requests advance every few seconds (cheap: one catalog query when idle), and
+    once right at start so an interrupted restore resumes."""
+    interval = min(5.0, ctx.config.schedule.poll_interval_seconds or 5.0)
+    return {
+        "func": driver.advance_all,
+        "trigger": "interval",
+        "seconds": interval,
+        "id": "restores",
+        "coalesce": True,
+        "max_instances": 1,
+        "next_run_time": datetime.now(UTC),
+    }
+
+
 async def serve(config: Config) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,6 +84,7 @@ async def serve(config: Config) -> int:
     async with open_context(config) as ctx, contextlib.AsyncExitStack() as stack:
         interrupted = await recover_interrupted(ctx)
         ctx.fetcher = Fetcher(ctx)
+        ctx.restorer = RestoreDriver(ctx)
         runners: list[web.AppRunner] = []
         api, sns = config.api, config.sns
         listeners: list[tuple[str, web.Application, str | None, int | None, str | None]] = [
@@ -99,7 +116,11 @@ async def serve(config: Config) -> int:
                     await runner.cleanup()
                 return 1
         scheduler = await start_scheduler(
-            ctx, [_poll_job(ctx, Poller(ctx, config.schedule.poll_interval_seconds))]
+            ctx,
+            [
+                _poll_job(ctx, Poller(ctx, config.schedule.poll_interval_seconds)),
+                _restore_job(ctx, ctx.restorer),
+            ],
         )
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
         log.info(

@@ -89,8 +89,11 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
-def fake_tool(path: Path, script: str) -> Path:
-    path.write_text("#!/bin/sh\n" + script)
+def fake_tool(path: Path, script: str, real_version: bool = True) -> Path:
+    """A stand-in pg_dump: reports the real version (glacierd checks it first), then runs
+    ``script`` for the dump itself."""
+    version = 'if [ "$1" = "--version" ]; then exec pg_dump --version; fi\n'
+    path.write_text("#!/bin/sh\n" + (version if real_version else "") + script)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 
@@ -370,14 +373,14 @@ async def test_database_unreachable(context_with: Callable[..., Any], app_db: st
         with pytest.raises(DatabaseSourceError) as err:
             await run_backup(ctx, "test")
         message = str(err.value)
-        assert message.startswith("pg_dump exited with code 1")
-        assert f"postgres@127.0.0.1:{port}/{app_db}" in message
-        assert "Connection refused" in message
+        assert message.startswith(f"the backed-up database postgres@127.0.0.1:{port}/{app_db} "
+                                  "is unreachable")
+        assert "check that PostgreSQL is running" in message
         await assert_failed_cleanly(ctx, message)
 
 
 async def test_check_pg_dump_refuses_an_older_client(tmp_path: Path, app_db: str):
-    tool = fake_tool(tmp_path / "pg_dump", "echo 'pg_dump (PostgreSQL) 9.6.24'\n")
+    tool = fake_tool(tmp_path / "pg_dump", "echo 'pg_dump (PostgreSQL) 9.6.24'\n", False)
     info = parse_conninfo(pg.dsn_for(app_db))
     with pytest.raises(DatabaseSourceError) as err:
         await check_pg_dump(str(tool), info)

@@ -115,7 +115,7 @@ def test_malformed_requests_get_json_errors(daemon_factory):
 
 def test_second_backup_while_one_runs_is_busy(daemon_factory, make_settings, tmp_path):
     slow = tmp_path / "slow_pg_dump"
-    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 4\n')
+    slow.write_text('#!/bin/sh\npg_dump "$@"\n[ "$1" = --version ] || sleep 4\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     d = daemon_factory(make_settings(database={"pg_dump": str(slow)}))
     first = d.request("POST", "/backups")
@@ -147,7 +147,7 @@ def test_sigkill_during_backup_then_restart_marks_it_failed(
 ):
     slow = tmp_path / "slow_pg_dump"
     # Real pg_dump output, then the stream stays open: the upload is mid-way when killed.
-    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 60\n')
+    slow.write_text('#!/bin/sh\npg_dump "$@"\n[ "$1" = --version ] || sleep 60\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     settings = make_settings(database={"pg_dump": str(slow)})
     d = daemon_factory(settings)
@@ -173,7 +173,7 @@ def test_sigterm_during_backup_abandons_it_cleanly_and_exits(
     daemon_factory, make_settings, tmp_path
 ):
     slow = tmp_path / "slow_pg_dump"
-    slow.write_text('#!/bin/sh\npg_dump "$@"\nsleep 60\n')
+    slow.write_text('#!/bin/sh\npg_dump "$@"\n[ "$1" = --version ] || sleep 60\n')
     slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
     settings = make_settings(database={"pg_dump": str(slow)}, shutdown_timeout_seconds=1)
     d = daemon_factory(settings)

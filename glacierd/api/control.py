@@ -19,10 +19,12 @@ from glacierd.api.errors import (
     read_json_object,
 )
 from glacierd.catalog import backups as q
+from glacierd.catalog import restores as restores_q
 from glacierd.config import TIERS
 from glacierd.context import Context
-from glacierd.operations import inventory, retrieval
+from glacierd.operations import inventory, restore, retrieval
 from glacierd.operations.backup import start_backup
+from glacierd.operations.snapshot import snapshot_view
 from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)
@@ -97,6 +99,54 @@ async def retrieve_backup(request: web.Request) -> web.Response:
     return web.json_response(result, status=202)
 
 
+def _flag(body: dict[str, object], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false.")
+    return value
+
+
+async def restore_backup(request: web.Request) -> web.Response:
+    body = await read_json_object(request, allowed={"tier", "database", "files", "dry_run"})
+    tier = body.get("tier")
+    if tier is not None and tier not in TIERS:
+        raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
+    options = {
+        "tier": tier,
+        "database": _flag(body, "database", True),
+        "files": _flag(body, "files", True),
+        "dry_run": _flag(body, "dry_run", False),
+    }
+    ctx = request.app[CTX]
+    result = await restore.start_restore(ctx, path_id(request), options)
+    if options["dry_run"]:
+        return web.json_response(result)
+    ctx.kick_restores()
+    return web.json_response(result, status=202)
+
+
+async def list_restores(request: web.Request) -> web.Response:
+    return web.json_response({"restores": await restore.list_restores(request.app[CTX])})
+
+
+async def get_restore(request: web.Request) -> web.Response:
+    return web.json_response(await restore.restore_view(request.app[CTX], path_id(request)))
+
+
+async def list_snapshots(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    snaps = await restores_q.snapshots(ctx.catalog.pool, ctx.catalog)
+    return web.json_response({"snapshots": [snapshot_view(s) for s in snaps]})
+
+
+async def restore_snapshot(request: web.Request) -> web.Response:
+    await read_json_object(request, allowed=set())
+    ctx = request.app[CTX]
+    result = await restore.start_snapshot_restore(ctx, path_id(request))
+    ctx.kick_restores()
+    return web.json_response(result, status=202)
+
+
 async def delete_backup(request: web.Request) -> web.Response:
     return web.json_response(await inventory.delete_backup(request.app[CTX], path_id(request)))
 
@@ -112,4 +162,9 @@ def control_app(ctx: Context) -> web.Application:
     app.router.add_get("/backups/{id}", get_backup)
     app.router.add_delete("/backups/{id}", delete_backup)
     app.router.add_post("/backups/{id}/retrieve", retrieve_backup)
+    app.router.add_post("/backups/{id}/restore", restore_backup)
+    app.router.add_get("/restores", list_restores)
+    app.router.add_get("/restores/{id}", get_restore)
+    app.router.add_get("/snapshots", list_snapshots)
+    app.router.add_post("/snapshots/{id}/restore", restore_snapshot)
     return app

@@ -12,6 +12,7 @@ from aiohttp import web
 from glacierd.catalog.locks import BusyError
 from glacierd.operations.errors import EXPECTED
 from glacierd.operations.inventory import ConflictError, NotFoundError
+from glacierd.operations.restore import RestoreFailed
 
 log = structlog.get_logger("glacierd.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,6 +28,7 @@ def error_response(status: int, message: str) -> web.Response:
 
 _MAPPED: list[tuple[type[BaseException], int]] = [
     (BadRequest, 400),
+    (RestoreFailed, 422),
     (NotFoundError, 404),
     (BusyError, 409),
     (ConflictError, 409),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +134,12 @@ async def list_backups(db: Conn, catalog: Catalog, limit: int = 100) -> list[dic
 
 async def get_backup(db: Conn, catalog: Catalog, backup_id: int) -> dict[str, Any] | None:
     record = await db.fetchrow(f"SELECT * FROM {catalog.q}.backups WHERE id = $1", backup_id)
-    return dict(record) if record else None
+    if record is None:
+        return None
+    row = dict(record)
+    if isinstance(row.get("tables"), str):
+        row["tables"] = json.loads(row["tables"])
+    return row
 
 
 async def backup_archives(db: Conn, catalog: Catalog, backup_id: int) -> list[dict[str, Any]]:

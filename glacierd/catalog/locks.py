@@ -42,6 +42,18 @@ async def _busy_message(conn: asyncpg.Connection, catalog: Catalog, what: str) -
         f"SELECT id, started_at FROM {catalog.q}.backups WHERE status = 'running' "
         "ORDER BY id DESC LIMIT 1"
     )
+    restoring = (
+        await conn.fetchrow(
+            f"SELECT id FROM {catalog.q}.restores WHERE state = 'restoring' ORDER BY id LIMIT 1"
+        )
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{catalog.schema}.restores")
+        else None
+    )
+    if restoring:
+        return (
+            f"cannot start a {what}: restore {restoring['id']} is changing the database; try "
+            "again when it has finished."
+        )
     if running:
         return (
             f"cannot start a {what}: backup {running['id']} is running since "

@@ -14,6 +14,7 @@ archived exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, aclosing
@@ -29,7 +30,7 @@ from glacierd.context import Context
 from glacierd.operations.errors import describe_error
 from glacierd.pipeline.files import read_chunks
 from glacierd.sources import attachments
-from glacierd.sources.database import PgDump
+from glacierd.sources.database import PgDump, check_pg_dump, list_tables
 from glacierd.stores.base import ArchiveRef
 
 log = structlog.get_logger("glacierd.backup")
@@ -142,6 +143,14 @@ async def _backup(
         # The catalog lives in the backed-up database: keep it out of the dump so a restore
         # can never roll glacierd's own history back.
         exclude = [f"--exclude-schema={cfg.catalog.schema}"]
+    # Refuse early, with both versions named, when pg_dump is older than the server.
+    await check_pg_dump(cfg.database.pg_dump, cfg.database.conninfo)
+    tables = await list_tables(cfg.database.conninfo, cfg.catalog.schema)
+    await pool.execute(
+        f"UPDATE {cat.q}.backups SET tables = $2::jsonb WHERE id = $1",
+        backup_id,
+        json.dumps(tables),
+    )
     dump = PgDump(cfg.database.pg_dump, cfg.database.conninfo, exclude)
     progress.stage = "database"
     progress.changed()

@@ -85,6 +85,7 @@ class Fetcher:
             async with self.semaphore:
                 await fetch_archive(self.ctx, archive_id)
             self.failures.pop(archive_id, None)
+            self.ctx.kick_restores()  # a restore may be waiting for exactly this archive
         except Exception as exc:
             count = self.failures.get(archive_id, (0, 0.0))[0] + 1
             delay = min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (count - 1))

@@ -118,6 +118,15 @@ async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
             raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
         if row["status"] == "running":
             raise ConflictError(f"backup {backup_id} is still running; delete it when it ends.")
+        active = await conn.fetchval(
+            f"SELECT id FROM {cat.q}.restores WHERE backup_id = $1 "
+            "AND state NOT IN ('restored', 'failed') LIMIT 1",
+            backup_id,
+        )
+        if active:
+            raise ConflictError(
+                f"backup {backup_id} is being restored (restore {active}); delete it afterwards."
+            )
         async with conn.transaction():
             unused = await q.delete_backup(conn, cat, backup_id)
         deleted = await purge_archives(ctx, unused)

@@ -150,3 +150,21 @@ async def _read_limited(stream: asyncio.StreamReader) -> str:
         if len(data) < _STDERR_LIMIT:
             data += chunk
     return data[:_STDERR_LIMIT].decode(errors="replace")
+
+
+async def list_tables(conninfo: ConnInfo, exclude_schema: str) -> list[str]:
+    """The user tables of the database, as schema.table (recorded with each backup)."""
+    try:
+        conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise DatabaseSourceError(describe_connect_error(exc, conninfo, "backed-up")) from None
+    try:
+        rows = await conn.fetch(
+            "SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+            "AND schemaname <> $1 ORDER BY 1",
+            exclude_schema,
+        )
+    finally:
+        await conn.close()
+    return [r["t"] for r in rows]

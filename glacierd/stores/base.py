@@ -148,6 +148,10 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
         """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
 
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        """Typical seconds until an archive of this class is readable, per tier (dry runs)."""
+        return {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
+
     async def abort_incomplete(self) -> int:
         """Clean up uploads a crash left half-done; returns how many were removed."""
         return 0

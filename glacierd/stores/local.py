@@ -141,6 +141,10 @@ class LocalStore(Store):
             return RetrievalState("ready", ready_until=expires_at)
         return RetrievalState("available", reason="the retrieved copy expired")
 
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        delay = self.delay.total_seconds()
+        return {"Expedited": delay, "Standard": delay, "Bulk": delay}
+
     async def delete(self, archive: ArchiveRef) -> None:
         await asyncio.to_thread(self._path(archive.key).unlink, missing_ok=True)
         await asyncio.to_thread(self._marker(archive.key).unlink, missing_ok=True)

@@ -306,6 +306,16 @@ class S3Store(Store):
             return None
         return s3_key[len(self.cfg.prefix) :]
 
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        cls = storage_class or self.cfg.storage_class
+        if cls not in ("GLACIER", "DEEP_ARCHIVE"):
+            return super().retrieval_estimates(cls)  # readable at once
+        return {
+            tier: TYPICAL_RETRIEVAL_TIME[(cls, tier)].total_seconds()
+            for tier in ("Expedited", "Standard", "Bulk")
+            if (cls, tier) in TYPICAL_RETRIEVAL_TIME
+        }
+
     async def open(self) -> None:
         if self._client is not None:
             return

@@ -167,6 +167,9 @@ class VaultStore(Store):
 
     # -- client ---------------------------------------------------------------------------
 
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        return {tier: delay.total_seconds() for tier, delay in _TIER_DELAY.items()}
+
     async def open(self) -> None:
         if self._client_obj is not None:
             return

@@ -1,0 +1,134 @@
+"""Queries on restore requests and safety snapshots."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from glacierd.catalog.backups import Conn
+from glacierd.catalog.pool import Catalog
+
+ACTIVE = ("requested", "retrieving", "fetching", "restoring")
+
+
+def _row(record: Any) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    row = dict(record)
+    for key in ("options", "steps"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+async def create(
+    db: Conn,
+    catalog: Catalog,
+    *,
+    backup_id: int | None,
+    snapshot_id: int | None,
+    options: dict[str, Any],
+    archive_ids: list[int],
+) -> int:
+    restore_id = await db.fetchval(
+        f"INSERT INTO {catalog.q}.restores (backup_id, snapshot_id, options) "
+        "VALUES ($1, $2, $3::jsonb) RETURNING id",
+        backup_id,
+        snapshot_id,
+        json.dumps(options),
+    )
+    if archive_ids:
+        await db.execute(
+            f"INSERT INTO {catalog.q}.restore_archives (restore_id, archive_id) "
+            "SELECT $1, unnest($2::bigint[])",
+            restore_id,
+            archive_ids,
+        )
+    return restore_id
+
+
+async def get(db: Conn, catalog: Catalog, restore_id: int) -> dict[str, Any] | None:
+    return _row(await db.fetchrow(f"SELECT * FROM {catalog.q}.restores WHERE id = $1", restore_id))
+
+
+async def list_all(db: Conn, catalog: Catalog, limit: int = 100) -> list[dict[str, Any]]:
+    records = await db.fetch(f"SELECT * FROM {catalog.q}.restores ORDER BY id DESC LIMIT $1", limit)
+    return [r for r in (_row(x) for x in records) if r is not None]
+
+
+async def active(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
+    records = await db.fetch(
+        f"SELECT * FROM {catalog.q}.restores WHERE state = ANY($1::text[]) ORDER BY id",
+        list(ACTIVE),
+    )
+    return [r for r in (_row(x) for x in records) if r is not None]
+
+
+async def set_state(
+    db: Conn, catalog: Catalog, restore_id: int, state: str, error: str | None = None
+) -> None:
+    finished = state in ("restored", "failed")
+    await db.execute(
+        f"UPDATE {catalog.q}.restores SET state = $2, error = coalesce($3, error), "
+        "updated_at = now(), finished_at = CASE WHEN $4 THEN now() ELSE finished_at END "
+        "WHERE id = $1",
+        restore_id,
+        state,
+        error,
+        finished,
+    )
+
+
+async def mark_step(db: Conn, catalog: Catalog, restore_id: int, step: str, value: Any) -> None:
+    await db.execute(
+        f"UPDATE {catalog.q}.restores "
+        "SET steps = steps || jsonb_build_object($2::text, $3::jsonb), updated_at = now() "
+        "WHERE id = $1",
+        restore_id,
+        step,
+        json.dumps(value),
+    )
+
+
+async def archives(db: Conn, catalog: Catalog, restore_id: int) -> list[dict[str, Any]]:
+    records = await db.fetch(
+        f"SELECT a.* FROM {catalog.q}.restore_archives ra "
+        f"JOIN {catalog.q}.archives a ON a.id = ra.archive_id WHERE ra.restore_id = $1 "
+        "ORDER BY a.kind, a.path NULLS FIRST",
+        restore_id,
+    )
+    return [dict(r) for r in records]
+
+
+async def add_snapshot(
+    db: Conn,
+    catalog: Catalog,
+    path: str,
+    size: int,
+    sha256: str,
+    database: str | None,
+    reason: str,
+) -> int:
+    return await db.fetchval(
+        f"INSERT INTO {catalog.q}.snapshots (path, size, sha256, database_name, reason) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        path,
+        size,
+        sha256,
+        database,
+        reason,
+    )
+
+
+async def snapshots(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
+    records = await db.fetch(f"SELECT * FROM {catalog.q}.snapshots ORDER BY id DESC")
+    return [dict(r) for r in records]
+
+
+async def get_snapshot(db: Conn, catalog: Catalog, snapshot_id: int) -> dict[str, Any] | None:
+    record = await db.fetchrow(f"SELECT * FROM {catalog.q}.snapshots WHERE id = $1", snapshot_id)
+    return dict(record) if record else None
+
+
+async def delete_snapshot(db: Conn, catalog: Catalog, snapshot_id: int) -> None:
+    await db.execute(f"DELETE FROM {catalog.q}.snapshots WHERE id = $1", snapshot_id)

@@ -1,0 +1,461 @@
+"""The restore verb: a persisted request that drives itself to the end.
+
+    requested → retrieving → fetching → restoring → restored   (or failed, with the reason)
+
+``RestoreDriver.advance`` looks at a request and moves it as far as it can now; it is
+called after the request is made, after every poll/notification tick, and at start-up, so
+a restart (SIGKILL included) resumes where the catalog says the request is. Each step is
+safe to repeat, and what must happen once — the safety snapshot — is recorded in
+``steps`` before the step that depends on it.
+
+Nothing changes before every needed archive is local and its SHA-256 verified again from
+disk. Inside "restoring", under the operation lock shared with backups:
+
+1. a safety snapshot of the current database (unless restore.snapshot = false);
+2. missing files are put back (never overwriting anything);
+3. the database is restored in one transaction (sources/database_restore.py);
+4. files the restored backup does not reference are moved to the orphan folder.
+
+If step 3 fails, the files step 2 created are removed again, so the request ends failed
+with the database and the files as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from glacierd.catalog import archives as aq
+from glacierd.catalog import backups as q
+from glacierd.catalog import restores as rq
+from glacierd.catalog.locks import BusyError, operation_lock
+from glacierd.context import Context
+from glacierd.operations.errors import OperationError, describe_error
+from glacierd.operations.inventory import ConflictError, NotFoundError, on_disk
+from glacierd.operations.restore_files import (
+    UnsafePathError,
+    move_orphans,
+    place_files,
+    remove_placed,
+    safe_destination,
+)
+from glacierd.operations.retrieval import apply_state, archive_ref
+from glacierd.operations.snapshot import take_snapshot
+from glacierd.sources import attachments
+from glacierd.sources.database_restore import restore_dump
+
+log = structlog.get_logger("glacierd.restore")
+
+
+class RestoreFailed(OperationError):
+    """The request cannot complete; nothing was changed (the message says why)."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+# ---------------------------------------------------------------- planning
+
+
+async def _backup_and_archives(
+    ctx: Context, backup_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    backup = await q.get_backup(pool, cat, backup_id)
+    if backup is None:
+        raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
+    if backup["status"] != "completed":
+        raise ConflictError(
+            f"backup {backup_id} is {backup['status']}, not completed; pick a completed backup "
+            "from GET /backups."
+        )
+    return backup, await q.backup_archives(pool, cat, backup_id)
+
+
+async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) -> dict[str, Any]:
+    """What a restore of this backup would do (the dry run, and the check before a real one)."""
+    backup, rows = await _backup_and_archives(ctx, backup_id)
+    root = ctx.config.files.root
+    files = [a for a in rows if a["kind"] == "file"]
+    present = await asyncio.to_thread(on_disk, root, files)
+    needed = []
+    refused = []
+    if options["database"]:
+        needed += [a for a in rows if a["kind"] == "database"]
+    if options["files"] and root is not None:
+        for a in files:
+            if a["id"] in present:
+                continue
+            try:
+                safe_destination(root, a["path"])
+            except UnsafePathError as exc:
+                refused.append(str(exc))
+                continue
+            needed.append(a)
+    orphans: list[str] = []
+    if options["files"] and root is not None:
+        walked = await attachments.walk(root)
+        known = {a["path"] for a in files}
+        orphans = [f.path for f in walked.files if f.path not in known]
+    to_retrieve = [a for a in needed if a["retrieval_status"] != "local"]
+    estimates: dict[str, float] = {}
+    for a in to_retrieve:
+        for tier, seconds in ctx.store.retrieval_estimates(a["storage_class"]).items():
+            estimates[tier] = max(estimates.get(tier, 0.0), seconds)
+    return {
+        "backup_id": backup_id,
+        "backup_time": _iso(backup["started_at"]),
+        "database": options["database"],
+        "files": options["files"],
+        "tables": backup.get("tables") or [],
+        "files_to_retrieve": {
+            "count": sum(1 for a in to_retrieve if a["kind"] == "file"),
+            "bytes": sum(a["size"] or 0 for a in to_retrieve if a["kind"] == "file"),
+        },
+        "database_bytes": sum(a["size"] or 0 for a in needed if a["kind"] == "database"),
+        "files_on_disk": len(present),
+        "orphans": {
+            "count": len(orphans),
+            "paths": orphans[:1000],
+            "moved_to": str(ctx.config.files.orphan_dir),
+        },
+        "refused_paths": refused,
+        "estimated_retrieval_seconds": estimates,
+        "snapshot": ctx.config.restore.snapshot and options["database"],
+        "_needed_ids": [a["id"] for a in needed],
+    }
+
+
+async def start_restore(ctx: Context, backup_id: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate, then persist a restore request (or return the plan for a dry run)."""
+    if not (options["database"] or options["files"]):
+        raise RestoreFailed("nothing to restore: database and files are both false.")
+    if options["files"] and ctx.config.files.root is None:
+        raise RestoreFailed("files: true needs files.root in the configuration.")
+    plan = await plan_restore(ctx, backup_id, options)
+    needed = plan.pop("_needed_ids")
+    if plan["refused_paths"]:
+        raise RestoreFailed(
+            f"backup {backup_id} lists unsafe paths, nothing was changed: "
+            + "; ".join(plan["refused_paths"][:3])
+        )
+    if options.get("dry_run"):
+        return {"dry_run": True, **plan}
+    await _check_not_busy(ctx)
+    restore_id = await rq.create(
+        ctx.catalog.pool,
+        ctx.catalog,
+        backup_id=backup_id,
+        snapshot_id=None,
+        options={k: options[k] for k in ("tier", "database", "files")},
+        archive_ids=needed,
+    )
+    log.info(
+        "restore.requested",
+        restore_id=restore_id,
+        backup_id=backup_id,
+        archives=len(needed),
+        **{k: options[k] for k in ("tier", "database", "files")},
+    )
+    return {"id": restore_id, "state": "requested", "url": f"/restores/{restore_id}"}
+
+
+async def start_snapshot_restore(ctx: Context, snapshot_id: int) -> dict[str, Any]:
+    snap = await rq.get_snapshot(ctx.catalog.pool, ctx.catalog, snapshot_id)
+    if snap is None:
+        raise NotFoundError(f"snapshot {snapshot_id} does not exist; GET /snapshots lists them.")
+    await _check_not_busy(ctx)
+    restore_id = await rq.create(
+        ctx.catalog.pool,
+        ctx.catalog,
+        backup_id=None,
+        snapshot_id=snapshot_id,
+        options={"tier": None, "database": True, "files": False},
+        archive_ids=[],
+    )
+    log.info("restore.requested", restore_id=restore_id, snapshot_id=snapshot_id)
+    return {"id": restore_id, "state": "requested", "url": f"/restores/{restore_id}"}
+
+
+async def _check_not_busy(ctx: Context) -> None:
+    active = await rq.active(ctx.catalog.pool, ctx.catalog)
+    if active:
+        raise BusyError(
+            f"cannot start a restore: restore {active[0]['id']} is {active[0]['state']}; wait "
+            "for it to finish (GET /restores/{id})."
+        )
+    async with operation_lock(ctx.catalog, "restore"):
+        pass  # only checks that no backup runs right now
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class RestoreDriver:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = asyncio.Lock()
+
+    async def advance_all(self) -> None:
+        async with self._lock:
+            for row in await rq.active(self.ctx.catalog.pool, self.ctx.catalog):
+                await self._advance(row)
+
+    async def _advance(self, r: dict[str, Any]) -> None:
+        ctx, rid = self.ctx, r["id"]
+        rlog = log.bind(restore_id=rid, backup_id=r["backup_id"], snapshot_id=r["snapshot_id"])
+        try:
+            state = r["state"]
+            if state == "requested":
+                state = await self._request(r, rlog)
+            if state == "retrieving":
+                state = await self._retrieving(r, rlog)
+            if state == "fetching":
+                state = await self._fetching(r, rlog)
+            if state == "restoring":
+                await self._restoring(r, rlog)
+        except BusyError as exc:
+            rlog.info("restore.waiting_for_lock", reason=str(exc))
+        except asyncio.CancelledError:
+            raise  # shutdown: the request stays where it is and resumes at the next start
+        except Exception as exc:
+            reason = describe_error(exc, "restore")
+            await rq.set_state(ctx.catalog.pool, ctx.catalog, rid, "failed", reason)
+            rlog.error("restore.failed", error=reason)
+
+    async def _set(self, r: dict[str, Any], state: str, rlog: Any) -> str:
+        await rq.set_state(self.ctx.catalog.pool, self.ctx.catalog, r["id"], state)
+        rlog.info("restore.state", state=state)
+        r["state"] = state
+        return state
+
+    async def _request(self, r: dict[str, Any], rlog: Any) -> str:
+        if r["snapshot_id"] is not None:
+            return await self._set(r, "restoring", rlog)
+        await self._request_missing(r)
+        return await self._set(r, "retrieving", rlog)
+
+    async def _request_missing(self, r: dict[str, Any]) -> None:
+        """Ask for every needed archive that is neither retrieved nor on its way."""
+        ctx = self.ctx
+        tier = r["options"].get("tier")
+        now = datetime.now(UTC)
+        for a in await rq.archives(ctx.catalog.pool, ctx.catalog, r["id"]):
+            if a["retrieval_status"] == "available" or (
+                a["retrieval_status"] == "ready" and aq.expired(a, now)
+            ):
+                marked = await aq.transition(
+                    ctx.catalog.pool,
+                    ctx.catalog,
+                    a["id"],
+                    "pending",
+                    retrieval_tier=tier or "Standard",
+                    retrieval_requested_at=now,
+                )
+                state = await ctx.store.request_retrieval(archive_ref(a), tier)
+                await apply_state(ctx, marked or a, state, source="restore")
+            elif a["retrieval_status"] == "ready" and ctx.fetcher is not None:
+                ctx.fetcher.enqueue(a["id"])
+
+    async def _retrieving(self, r: dict[str, Any], rlog: Any) -> str:
+        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        if any(a["retrieval_status"] == "available" for a in rows):
+            await self._request_missing(r)  # a job failed or a copy expired: ask again
+            return "retrieving"
+        if all(a["retrieval_status"] in ("ready", "local") for a in rows):
+            return await self._set(r, "fetching", rlog)
+        return "retrieving"
+
+    async def _fetching(self, r: dict[str, Any], rlog: Any) -> str:
+        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        if any(a["retrieval_status"] in ("available", "pending") for a in rows):
+            await self._request_missing(r)
+            return await self._set(r, "retrieving", rlog)
+        waiting = [a for a in rows if a["retrieval_status"] != "local"]
+        for a in waiting:
+            if self.ctx.fetcher is not None:
+                self.ctx.fetcher.enqueue(a["id"])
+        if waiting:
+            return "fetching"
+        await self._verify(rows, rlog)
+        return await self._set(r, "restoring", rlog)
+
+    async def _verify(self, rows: list[dict[str, Any]], rlog: Any) -> None:
+        """Every needed archive is on disk with the recorded SHA-256, checked again now."""
+        for a in rows:
+            path = Path(a["local_path"] or "")
+            digest = await asyncio.to_thread(_sha256_file, path)
+            if digest != a["sha256"]:
+                # The local copy is bad: forget it, so a new request fetches it again.
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+                await aq.transition(
+                    self.ctx.catalog.pool,
+                    self.ctx.catalog,
+                    a["id"],
+                    "available",
+                    local_path=None,
+                    retrieval_error="local copy failed verification",
+                )
+                what = "is missing" if digest is None else f"has SHA-256 {digest}"
+                raise RestoreFailed(
+                    f"the fetched copy of archive {a['id']} ({a['path'] or 'database dump'}) "
+                    f"{what}, not the recorded {a['sha256']}; nothing was changed — request "
+                    "the restore again to fetch it anew."
+                )
+        rlog.info("restore.verified", archives=len(rows))
+
+    async def _restoring(self, r: dict[str, Any], rlog: Any) -> None:
+        ctx = self.ctx
+        cfg = ctx.config
+        pool, cat = ctx.catalog.pool, ctx.catalog
+        async with operation_lock(cat, "restore"):
+            r = await rq.get(pool, cat, r["id"]) or r
+            steps, options = r["steps"], r["options"]
+            rows = await rq.archives(pool, cat, r["id"])
+            dump = await self._dump_path(r, rows)
+            if options["database"] and cfg.restore.snapshot and "snapshot" not in steps:
+                snap = await take_snapshot(ctx, reason=f"before restore {r['id']}")
+                await rq.mark_step(pool, cat, r["id"], "snapshot", snap)
+                rlog.info("restore.snapshot_taken", **snap)
+            placed: list[str] = []
+            root = cfg.files.root
+            if options["files"] and root is not None and "files" not in steps:
+                to_place = [(a["path"], Path(a["local_path"])) for a in rows if a["kind"] == "file"]
+                result = await place_files(root, to_place)
+                # After a restart, what an earlier attempt placed is "existing" now: keep it
+                # on the list so a failed database restore still takes it back.
+                placed = list(dict.fromkeys(steps.get("files_placed", []) + result.placed))
+                await rq.mark_step(pool, cat, r["id"], "files_placed", placed)
+            if options["database"] and "database" not in steps:
+                assert dump is not None
+                try:
+                    info = await restore_dump(
+                        dump=dump,
+                        conninfo=cfg.database.conninfo,
+                        pg_restore=cfg.database.pg_restore,
+                        pg_dump=cfg.database.pg_dump,
+                        psql=cfg.database.psql,
+                        catalog_schema=cfg.catalog.schema,
+                        work_dir=cfg.state_dir / "work",
+                        lock_timeout_seconds=cfg.restore.lock_timeout_seconds,
+                        terminate_connections=cfg.restore.terminate_connections,
+                    )
+                except BaseException:
+                    # All or nothing: take back the files this request put in place.
+                    if root is not None and placed:
+                        await asyncio.shield(remove_placed(root, placed))
+                    raise
+                await rq.mark_step(pool, cat, r["id"], "database", info)
+                rlog.info("restore.database_restored", **info)
+            if options["files"] and root is not None and "files" not in steps:
+                await rq.mark_step(pool, cat, r["id"], "files", {"placed": len(placed)})
+            if options["files"] and root is not None and "orphans" not in steps:
+                orphan_dir = cfg.files.orphan_dir
+                assert orphan_dir is not None and r["backup_id"] is not None
+                known = {
+                    a["path"]
+                    for a in await q.backup_archives(pool, cat, r["backup_id"])
+                    if a["kind"] == "file"
+                }
+                walked = await attachments.walk(root)
+                moved = await move_orphans(
+                    root, orphan_dir, [f.path for f in walked.files if f.path not in known]
+                )
+                await rq.mark_step(
+                    pool, cat, r["id"], "orphans", {"moved": len(moved), "to": str(orphan_dir)}
+                )
+                if moved:
+                    rlog.warning("restore.orphans_moved", count=len(moved), to=str(orphan_dir))
+            await rq.set_state(pool, cat, r["id"], "restored")
+            rlog.info("restore.completed")
+
+    async def _dump_path(self, r: dict[str, Any], rows: list[dict[str, Any]]) -> Path | None:
+        if r["snapshot_id"] is not None:
+            snap = await rq.get_snapshot(self.ctx.catalog.pool, self.ctx.catalog, r["snapshot_id"])
+            if snap is None:
+                raise RestoreFailed(f"snapshot {r['snapshot_id']} is gone; nothing was changed.")
+            digest = await asyncio.to_thread(_sha256_file, Path(snap["path"]))
+            if digest != snap["sha256"]:
+                raise RestoreFailed(
+                    f"snapshot file {snap['path']} is missing or damaged; nothing was changed."
+                )
+            return Path(snap["path"])
+        db = [a for a in rows if a["kind"] == "database"]
+        return Path(db[0]["local_path"]) if db else None
+
+
+def _sha256_file(path: Path) -> str | None:
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                sha.update(chunk)
+    except OSError:
+        return None
+    return sha.hexdigest()
+
+
+# ---------------------------------------------------------------- views
+
+
+async def restore_view(ctx: Context, restore_id: int) -> dict[str, Any]:
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    r = await rq.get(pool, cat, restore_id)
+    if r is None:
+        raise NotFoundError(f"restore {restore_id} does not exist; GET /restores lists them.")
+    rows = await rq.archives(pool, cat, restore_id)
+    counts: dict[str, int] = {}
+    for a in rows:
+        counts[a["retrieval_status"]] = counts.get(a["retrieval_status"], 0) + 1
+    expected = [
+        a["retrieval_expected_at"]
+        for a in rows
+        if a["retrieval_status"] == "pending" and a["retrieval_expected_at"]
+    ]
+    return {
+        **restore_summary(r),
+        "archives": {
+            "total": len(rows),
+            "by_status": counts,
+            "items": [
+                {
+                    "id": a["id"],
+                    "kind": a["kind"],
+                    "path": a["path"],
+                    "size": a["size"],
+                    "status": a["retrieval_status"],
+                    "expected_ready_at": _iso(a["retrieval_expected_at"])
+                    if a["retrieval_status"] == "pending"
+                    else None,
+                    "error": a["retrieval_error"],
+                }
+                for a in rows[:1000]
+            ],
+        },
+        "expected_ready_at": _iso(max(expected)) if expected else None,
+    }
+
+
+def restore_summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "backup_id": r["backup_id"],
+        "snapshot_id": r["snapshot_id"],
+        "state": r["state"],
+        "options": r["options"],
+        "steps": {k: v for k, v in r["steps"].items() if k != "files_placed"},
+        "error": r["error"],
+        "created_at": _iso(r["created_at"]),
+        "updated_at": _iso(r["updated_at"]),
+        "finished_at": _iso(r["finished_at"]),
+    }
+
+
+async def list_restores(ctx: Context) -> list[dict[str, Any]]:
+    return [restore_summary(r) for r in await rq.list_all(ctx.catalog.pool, ctx.catalog)]

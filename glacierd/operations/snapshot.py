@@ -1,0 +1,72 @@
+"""Safety snapshots: a local pg_dump of the database taken just before a restore changes it.
+
+Restoring a snapshot needs no retrieval (``POST /snapshots/{id}/restore``). The newest
+``restore.snapshot_keep`` snapshots are kept; older ones are deleted from disk and catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from glacierd.catalog import restores as rq
+from glacierd.context import Context
+from glacierd.pipeline.files import write_atomically
+from glacierd.pipeline.hashing import Digest
+from glacierd.sources.database import PgDump
+
+log = structlog.get_logger("glacierd.snapshot")
+
+
+async def take_snapshot(ctx: Context, reason: str) -> dict[str, Any]:
+    cfg = ctx.config
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = cfg.state_dir / "snapshots" / f"snapshot-{stamp}.dump"
+    dump = PgDump(
+        cfg.database.pg_dump, cfg.database.conninfo, [f"--exclude-schema={cfg.catalog.schema}"]
+    )
+    digest = Digest()
+    async with aclosing(dump.chunks()) as chunks:
+        await write_atomically(path, digest.wrap(chunks))
+    snap_id = await rq.add_snapshot(
+        ctx.catalog.pool,
+        ctx.catalog,
+        str(path),
+        digest.size,
+        digest.hexdigest,
+        cfg.database.conninfo.dbname,
+        reason,
+    )
+    await prune_snapshots(ctx, keep_id=snap_id)
+    return {"id": snap_id, "path": str(path), "size": digest.size, "sha256": digest.hexdigest}
+
+
+async def prune_snapshots(ctx: Context, keep_id: int) -> int:
+    """Delete snapshots beyond restore.snapshot_keep, oldest first (never ``keep_id``)."""
+    snaps = await rq.snapshots(ctx.catalog.pool, ctx.catalog)  # newest first
+    removed = 0
+    for snap in snaps[ctx.config.restore.snapshot_keep :]:
+        if snap["id"] == keep_id:
+            continue
+        await asyncio.to_thread(Path(snap["path"]).unlink, missing_ok=True)
+        await rq.delete_snapshot(ctx.catalog.pool, ctx.catalog, snap["id"])
+        log.info("snapshot.pruned", snapshot_id=snap["id"], path=snap["path"])
+        removed += 1
+    return removed
+
+
+def snapshot_view(snap: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": snap["id"],
+        "created_at": snap["created_at"].astimezone(UTC).isoformat(),
+        "path": snap["path"],
+        "size": snap["size"],
+        "sha256": snap["sha256"],
+        "database": snap["database_name"],
+        "reason": snap["reason"],
+    }
