@@ -421,9 +421,14 @@ def _load_store(root: _Section, state_dir: Path) -> StoreConfig:
         vsec = sec.sub("vault")
         part_size = vsec.positive("part_size", int, 8 * 1024 * 1024)
         mib = 1024 * 1024
-        if part_size % mib or (part_size // mib) & (part_size // mib - 1):
+        if (
+            part_size % mib
+            or (part_size // mib) & (part_size // mib - 1)
+            or part_size > 4096 * mib  # Glacier's largest part: 4 GiB
+        ):
             raise ConfigError(
-                f"store.vault.part_size {part_size} is not 1 MiB times a power of two; "
+                f"store.vault.part_size {part_size} is not 1 MiB times a power of two up to "
+                "4 GiB; "
                 "use for example 8388608 (8 MiB)."
             )
         vault = VaultStoreConfig(
@@ -438,6 +443,12 @@ def _load_store(root: _Section, state_dir: Path) -> StoreConfig:
             part_size=part_size,
         )
         vsec.check_unknown()
+    for other in ("local", "s3", "vault"):
+        if other != kind and other in sec.data:
+            raise ConfigError(
+                f"[store.{other}] is set but store.type is {kind!r}; remove that section or "
+                f"set store.type = {other!r}."
+            )
     sec.check_unknown(nested=("local", "s3", "vault"))
     return StoreConfig(type=kind, name=name, local=local, s3=s3, vault=vault)
 
@@ -496,7 +507,7 @@ def _load_sns(root: _Section) -> SnsConfig:
     sec = root.sub("sns")
     topics = sec.get("topic_arns", list, [])
     for arn in topics:
-        if not isinstance(arn, str) or not arn.startswith("arn:aws:sns:"):
+        if not isinstance(arn, str) or not re.match(r"^arn:aws(-cn|-us-gov)?:sns:", arn):
             raise ConfigError(
                 f"sns.topic_arns holds {arn!r}, which is not an SNS topic ARN; write "
                 "'arn:aws:sns:REGION:ACCOUNT:TOPIC'."

@@ -122,6 +122,12 @@ async def serve(config: Config) -> int:
                 _restore_job(ctx, ctx.restorer),
             ],
         )
+        if not api.token:
+            log.warning(
+                "api.no_token",
+                detail=f"the control API accepts any local process; set {api.token_env} "
+                "(see deploy/install.sh) to require a bearer token",
+            )
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
         log.info(
             "service.ready",

@@ -65,7 +65,12 @@ def make_settings(tmp_path: Path, app_db: str, files_root: Path) -> Callable[...
             "logging": {"format": "json", "level": "debug"},
         }
         for section, values in overrides.items():
-            if isinstance(values, dict) and isinstance(data.get(section), dict):
+            # A store section replaces the default local store; other sections merge.
+            if (
+                section != "store"
+                and isinstance(values, dict)
+                and isinstance(data.get(section), dict)
+            ):
                 data[section] = {**data[section], **values}
             else:
                 data[section] = values

@@ -373,8 +373,9 @@ async def test_database_unreachable(context_with: Callable[..., Any], app_db: st
         with pytest.raises(DatabaseSourceError) as err:
             await run_backup(ctx, "test")
         message = str(err.value)
-        assert message.startswith(f"the backed-up database postgres@127.0.0.1:{port}/{app_db} "
-                                  "is unreachable")
+        assert message.startswith(
+            f"the backed-up database postgres@127.0.0.1:{port}/{app_db} is unreachable"
+        )
         assert "check that PostgreSQL is running" in message
         await assert_failed_cleanly(ctx, message)
 
@@ -421,7 +422,8 @@ def gated_pg_dump(tmp_path: Path) -> tuple[Path, Path, Path]:
         tmp_path / "slow_pg_dump",
         (
             f"echo $$ > '{pidfile}'\n"
-            f"while [ ! -e '{gate}' ]; do sleep 0.05; done\n"
+            # Bounded, so a failed test never leaves it looping.
+            f"n=0; while [ ! -e '{gate}' ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done\n"
             'exec pg_dump "$@"\n'
         ),
     )

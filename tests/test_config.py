@@ -32,7 +32,7 @@ def base(tmp_path: Path) -> dict[str, Any]:
         "state_dir": str(tmp_path / "state"),
         "database": {"dsn": "postgresql://postgres@127.0.0.1:5432/app"},
         "files": {"root": str(tmp_path / "files"), "orphan_dir": str(tmp_path / "orphans")},
-        "store": {"type": "local", "local": {"path": str(tmp_path / "vault")}},
+        "store": {"type": "local"},
         "schedule": {"enabled": True},
         "api": {"host": "127.0.0.1", "port": 8470},
     }
@@ -489,7 +489,7 @@ def test_base_settings_are_valid(base: dict[str, Any], tmp_path: Path) -> None:
     assert cfg.files.root == tmp_path / "files"
     assert cfg.files.orphan_dir == tmp_path / "orphans"
     assert cfg.store.type == "local" and cfg.store.name == "local"
-    assert cfg.store.local is not None and cfg.store.local.path == tmp_path / "vault"
+    assert cfg.store.local is not None and cfg.store.local.path == tmp_path / "state" / "vault"
     assert cfg.state_dir == tmp_path / "state"
     assert cfg.api.base_url == "http://127.0.0.1:8470"
 
@@ -750,3 +750,27 @@ def test_cli_invalid_dsn_error_hides_the_password(
     path.write_text(to_toml(merged(base, {"database": {"dsn": dsn}})))
     line = assert_one_line_error(run_cli(path), "database.dsn")
     assert "hunter2" not in line and "secret" not in line
+
+
+def test_a_section_for_another_store_type_is_refused(base: dict[str, Any]) -> None:
+    data = merged(base, {"store": {"s3": {"bukket": "typo"}}})
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert str(err.value) == (
+        "[store.s3] is set but store.type is 'local'; remove that section or set store.type = 's3'."
+    )
+
+
+def test_vault_part_size_is_capped_at_4_gib(base: dict[str, Any]) -> None:
+    data = merged(
+        base, {"store": {"type": "vault", "vault": {"vault": "v", "part_size": 8192 * 2**20}}}
+    )
+    with pytest.raises(ConfigError, match="power of two up to 4 GiB"):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
+def test_sns_topics_in_every_partition(base: dict[str, Any], partition: str) -> None:
+    arn = f"arn:{partition}:sns:us-east-1:123456789012:glacierd"
+    cfg = config_from_dict(merged(base, {"sns": {"enabled": True, "topic_arns": [arn]}}))
+    assert cfg.sns.topic_arns == (arn,)

@@ -377,7 +377,7 @@ def test_local_vault_with_delay_behaves_like_glacier(
         make_settings(
             store={
                 "type": "local",
-                "local": {"path": str(tmp_path / "vault"), "retrieval_delay_seconds": 2},
+                "local": {"path": str(tmp_path / "vault"), "retrieval_delay_seconds": 5},
             },
             schedule={"enabled": False, "poll_interval_seconds": 0.5},
         )

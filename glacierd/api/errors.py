@@ -45,6 +45,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         message = {
             404: f"no such endpoint: {request.path}; see the README for the endpoints.",
             405: f"{request.method} is not allowed on {request.path}.",
+            413: "the request body is too large; send a small JSON object.",
         }.get(exc.status, exc.reason)
         return error_response(exc.status, message)
     except Exception as exc:

@@ -196,19 +196,28 @@ async def run_checks(
 ) -> list[CheckResult]:
     """Run the checks (all registered ones by default); results in registry order."""
     items = list(REGISTRY if checks is None else checks)
-    names = {c.name for c in items}
+    names: set[str] = set()
+    for item in items:
+        later = [
+            dep
+            for dep in (*item.needs, *item.after)
+            if dep not in names and any(other.name == dep for other in items)
+        ]
+        if later:
+            raise ValueError(f"check {item.name!r} depends on {later[0]!r}, listed after it")
+        names.add(item.name)
     doctor = Doctor(config, check_timeout)
     tasks: dict[str, asyncio.Task[CheckResult]] = {}
 
     async def run(item: Check) -> CheckResult:
         for dep in (*item.needs, *item.after):
-            if dep in names and dep != item.name:
+            if dep in tasks:
                 await asyncio.wait([tasks[dep]])
         result = await _run_one(doctor, item)
         doctor.results[item.name] = result
         return result
 
-    for item in items:  # dependencies come first in the registry, so no cycles
+    for item in items:  # dependencies come first (checked above), so no cycles
         tasks[item.name] = asyncio.create_task(run(item), name=f"doctor-{item.name}")
     try:
         await asyncio.gather(*tasks.values())

@@ -90,14 +90,15 @@ async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) ->
         needed += [a for a in rows if a["kind"] == "database"]
     if options["files"] and root is not None:
         for a in files:
-            if a["id"] in present:
-                continue
+            # Checked even when something lies there already: "../x" must not pass as
+            # "exists" because a file outside the root happens to have the archived size.
             try:
                 safe_destination(root, a["path"])
             except UnsafePathError as exc:
                 refused.append(str(exc))
                 continue
-            needed.append(a)
+            if a["id"] not in present:
+                needed.append(a)
     orphans: list[str] = []
     if options["files"] and root is not None:
         walked = await attachments.walk(root)
@@ -255,7 +256,7 @@ class RestoreDriver:
                     ctx.catalog,
                     a["id"],
                     "pending",
-                    retrieval_tier=tier or "Standard",
+                    retrieval_tier=tier or ctx.store.default_tier,
                     retrieval_requested_at=now,
                 )
                 state = await ctx.store.request_retrieval(archive_ref(a), tier)

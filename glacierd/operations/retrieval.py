@@ -120,7 +120,7 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
             cat,
             row["id"],
             "pending",
-            retrieval_tier=tier or "Standard",
+            retrieval_tier=tier or ctx.store.default_tier,
             retrieval_requested_at=now,
             retrieval_error=None,
         )
@@ -171,7 +171,8 @@ class Poller:
                 continue
             if self.next_check.get(row["id"], 0.0) > clock:
                 continue
-            self.next_check[row["id"]] = clock + self.interval(row["retrieval_tier"])
+            # A little early, so a check is never skipped by a tick landing just before it.
+            self.next_check[row["id"]] = clock + 0.9 * self.interval(row["retrieval_tier"])
             try:
                 state = await ctx.store.retrieval_status(archive_ref(row))
             except Exception as exc:

@@ -148,6 +148,11 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
         """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
 
+    @property
+    def default_tier(self) -> str:
+        """The tier used when a retrieval request names none."""
+        return "Standard"
+
     def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
         """Typical seconds until an archive of this class is readable, per tier (dry runs)."""
         return {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}

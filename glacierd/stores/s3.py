@@ -306,6 +306,10 @@ class S3Store(Store):
             return None
         return s3_key[len(self.cfg.prefix) :]
 
+    @property
+    def default_tier(self) -> str:
+        return self.cfg.default_tier
+
     def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
         cls = storage_class or self.cfg.storage_class
         if cls not in ("GLACIER", "DEEP_ARCHIVE"):

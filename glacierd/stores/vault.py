@@ -167,6 +167,10 @@ class VaultStore(Store):
 
     # -- client ---------------------------------------------------------------------------
 
+    @property
+    def default_tier(self) -> str:
+        return self.cfg.default_tier
+
     def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
         return {tier: delay.total_seconds() for tier, delay in _TIER_DELAY.items()}
 
