@@ -36,6 +36,26 @@ from moto.server import ThreadedMotoServer
 REGION = "us-east-1"
 
 
+#: The environment a glacierd process needs to reach moto with fake credentials.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+def aws_client(service: str, endpoint_url: str) -> Any:
+    """A plain boto3 client on moto (blocking: for fixtures and daemon-driving tests)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
 def _fake_aws_env() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -20,20 +20,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from glacierd.stores.s3 import DEFAULT_PART_SIZE, plan_parts
-from tests.aws_fixtures import REGION, FaultProxy
+from tests.aws_fixtures import AWS_ENV, REGION, FaultProxy, aws_client
 
 T = TypeVar("T")
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-}
 PREFIX = "prod/"
 BIG = "big/upload-12mib.bin"
 BIG_SIZE = 12 * 1024 * 1024 + 4321
@@ -101,14 +94,7 @@ def proxy(moto_server: str) -> Iterator[ThreadedFaultProxy]:
 
 
 def s3(moto_server: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+    return aws_client("s3", moto_server)
 
 
 @pytest.fixture

@@ -18,21 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from glacierd.config import config_from_dict
 from glacierd.operations.doctor import Check, CheckResult, Doctor, run_checks, split_message
-from tests.aws_fixtures import REGION
+from tests.aws_fixtures import AWS_ENV, REGION, aws_client
 from tests.conftest import to_toml
 from tests.daemon import free_port
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-}
 CHECKS = [
     "configuration",
     "database",
@@ -78,15 +71,7 @@ def only_failing(lines: dict[str, str]) -> set[str]:
     return {name for name, line in lines.items() if not line.startswith("OK ")}
 
 
-def boto(service: str, endpoint: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+boto = aws_client
 
 
 def s3_settings(bucket: str, endpoint: str) -> dict:

@@ -16,30 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import boto3
 import pytest
-from botocore.config import Config
 
 from tests import pg
-from tests.aws_fixtures import REGION
+from tests.aws_fixtures import AWS_ENV, REGION, aws_client
 from tests.daemon import free_port
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-}
-
-
-def client(service: str, endpoint: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+client = aws_client
 
 
 def sql(dbname: str, statement: str) -> None:

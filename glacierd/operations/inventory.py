@@ -75,6 +75,22 @@ def on_disk(root: Path | None, archives: list[dict[str, Any]]) -> set[int]:
     return present
 
 
+async def completed_backup(
+    ctx: Context, backup_id: int, verb: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A completed backup and its archives, or the error that says why it cannot be used."""
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    backup = await q.get_backup(pool, cat, backup_id)
+    if backup is None:
+        raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
+    if backup["status"] != "completed":
+        raise ConflictError(
+            f"backup {backup_id} is {backup['status']}, not completed; only a completed backup "
+            f"can be {verb} — pick another from GET /backups."
+        )
+    return backup, await q.backup_archives(pool, cat, backup_id)
+
+
 def archive_view(a: dict[str, Any], exists: bool) -> dict[str, Any]:
     return {
         "id": a["id"],

@@ -36,7 +36,7 @@ from glacierd.catalog import restores as rq
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
-from glacierd.operations.inventory import ConflictError, NotFoundError, on_disk
+from glacierd.operations.inventory import NotFoundError, completed_backup, on_disk
 from glacierd.operations.restore_files import (
     UnsafePathError,
     move_orphans,
@@ -63,24 +63,9 @@ def _iso(value: datetime | None) -> str | None:
 # ---------------------------------------------------------------- planning
 
 
-async def _backup_and_archives(
-    ctx: Context, backup_id: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    pool, cat = ctx.catalog.pool, ctx.catalog
-    backup = await q.get_backup(pool, cat, backup_id)
-    if backup is None:
-        raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
-    if backup["status"] != "completed":
-        raise ConflictError(
-            f"backup {backup_id} is {backup['status']}, not completed; pick a completed backup "
-            "from GET /backups."
-        )
-    return backup, await q.backup_archives(pool, cat, backup_id)
-
-
 async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) -> dict[str, Any]:
     """What a restore of this backup would do (the dry run, and the check before a real one)."""
-    backup, rows = await _backup_and_archives(ctx, backup_id)
+    backup, rows = await completed_backup(ctx, backup_id, "restored")
     root = ctx.config.files.root
     files = [a for a in rows if a["kind"] == "file"]
     present = await asyncio.to_thread(on_disk, root, files)

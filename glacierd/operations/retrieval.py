@@ -17,9 +17,8 @@ from typing import Any
 import structlog
 
 from glacierd.catalog import archives as aq
-from glacierd.catalog import backups as q
 from glacierd.context import Context
-from glacierd.operations.inventory import ConflictError, NotFoundError, on_disk
+from glacierd.operations.inventory import completed_backup, on_disk
 from glacierd.stores.base import ArchiveRef, RetrievalState
 
 log = structlog.get_logger("glacierd.retrieval")
@@ -91,15 +90,7 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
     pending, ready or local are left as they are, so calling this twice is harmless.
     """
     pool, cat = ctx.catalog.pool, ctx.catalog
-    backup = await q.get_backup(pool, cat, backup_id)
-    if backup is None:
-        raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
-    if backup["status"] != "completed":
-        raise ConflictError(
-            f"backup {backup_id} is {backup['status']}, not completed; only a completed backup "
-            "can be retrieved — pick another from GET /backups."
-        )
-    rows = await q.backup_archives(pool, cat, backup_id)
+    _, rows = await completed_backup(ctx, backup_id, "retrieved")
     present = await asyncio.to_thread(on_disk, ctx.config.files.root, rows)
     counts = {"requested": 0, "already": 0, "on_disk": len(present), "ready": 0}
     now = datetime.now(UTC)
