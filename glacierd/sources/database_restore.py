@@ -29,6 +29,7 @@ from glacierd.sources.database import DatabaseSourceError, _read_limited, find_t
 
 log = structlog.get_logger("glacierd.restore.database")
 CHUNK = 1024 * 1024
+_HEADER_BYTES = 64 * 1024
 
 # A TOC line: "<id>; <catalog oid> <oid> <TYPE words> <schema or -> <name> <owner>".
 _TOC = re.compile(r"^\d+; \d+ \d+ (?P<rest>.*)$")
@@ -193,10 +194,11 @@ async def restore_dump(
     psql_err = asyncio.create_task(_read_limited(psql_proc.stderr))
     committed = False
     try:
+        lock_setting = f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds * 1000)}ms';"
         preamble = (
             "BEGIN;\n"
             # Other sessions' locks: wait this long, then fail (and roll back) — never hang.
-            f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds * 1000)}ms';\n"
+            f"{lock_setting}\n"
             "SET LOCAL statement_timeout = 0;\n" + "\n".join(drops) + "\n"
         )
         psql_proc.stdin.write(preamble.encode())
@@ -217,6 +219,12 @@ async def restore_dump(
         )
         assert restore_proc.stdout is not None and restore_proc.stderr is not None
         restore_err = asyncio.create_task(_read_limited(restore_proc.stderr))
+        # pg_restore's script opens with "SET lock_timeout = 0;", which would undo ours for
+        # everything after the DROPs: keep our timeout in force (the header is at the top).
+        head = b""
+        while len(head) < _HEADER_BYTES and (chunk := await restore_proc.stdout.read(CHUNK)):
+            head += chunk
+        psql_proc.stdin.write(head.replace(b"SET lock_timeout = 0;", lock_setting.encode(), 1))
         while chunk := await restore_proc.stdout.read(CHUNK):
             psql_proc.stdin.write(chunk)
             await psql_proc.stdin.drain()
