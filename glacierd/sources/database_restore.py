@@ -30,6 +30,12 @@ from glacierd.sources.database import DatabaseSourceError, _read_limited, find_t
 log = structlog.get_logger("glacierd.restore.database")
 CHUNK = 1024 * 1024
 _HEADER_BYTES = 64 * 1024
+_TAIL_BYTES = 64 * 1024
+
+
+def _edit_head(head: bytes, lock_setting: str) -> bytes:
+    head = head.replace(b"\nBEGIN;\n", b"\n", 1)
+    return head.replace(b"SET lock_timeout = 0;", lock_setting.encode(), 1)
 
 # A TOC line: "<id>; <catalog oid> <oid> <TYPE words> <schema or -> <name> <owner>".
 _TOC = re.compile(r"^\d+; \d+ \d+ (?P<rest>.*)$")
@@ -204,6 +210,9 @@ async def restore_dump(
         psql_proc.stdin.write(preamble.encode())
         restore_proc = await asyncio.create_subprocess_exec(
             restore_tool,
+            # One BEGIN … COMMIT around the whole script. Without it pg_restore wraps large
+            # objects in transactions of their own, whose COMMIT would end ours half-way.
+            "--single-transaction",
             "--clean",
             "--if-exists",
             "--use-list",
@@ -219,15 +228,25 @@ async def restore_dump(
         )
         assert restore_proc.stdout is not None and restore_proc.stderr is not None
         restore_err = asyncio.create_task(_read_limited(restore_proc.stderr))
-        # pg_restore's script opens with "SET lock_timeout = 0;", which would undo ours for
-        # everything after the DROPs: keep our timeout in force (the header is at the top).
-        head = b""
-        while len(head) < _HEADER_BYTES and (chunk := await restore_proc.stdout.read(CHUNK)):
-            head += chunk
-        psql_proc.stdin.write(head.replace(b"SET lock_timeout = 0;", lock_setting.encode(), 1))
+        # The script is edited on the way in two places: its BEGIN goes (ours is open) and its
+        # "SET lock_timeout = 0;" becomes ours, both in the header at the top; its final
+        # COMMIT is held back with the last bytes, and dropped — glacierd commits only after
+        # pg_restore has exited cleanly.
+        buf = bytearray()
+        head_done = False
         while chunk := await restore_proc.stdout.read(CHUNK):
-            psql_proc.stdin.write(chunk)
-            await psql_proc.stdin.drain()
+            buf += chunk
+            if not head_done:
+                if len(buf) < _HEADER_BYTES:
+                    continue
+                buf = bytearray(_edit_head(bytes(buf), lock_setting))
+                head_done = True
+            if len(buf) > _TAIL_BYTES:
+                psql_proc.stdin.write(bytes(buf[:-_TAIL_BYTES]))
+                del buf[:-_TAIL_BYTES]
+                await psql_proc.stdin.drain()
+        if not head_done:
+            buf = bytearray(_edit_head(bytes(buf), lock_setting))
         code = await restore_proc.wait()
         if code != 0:
             raise RestoreError(
@@ -235,6 +254,14 @@ async def restore_dump(
                 f"{' '.join((await restore_err).split()) or '(no message)'}; the database "
                 "was not changed."
             )
+        end = buf.rfind(b"\nCOMMIT;\n")
+        if end < 0:
+            raise RestoreError(
+                f"pg_restore's script for {where} did not end with COMMIT (a pg_restore "
+                "version glacierd does not know?); the database was not changed."
+            )
+        del buf[end + 1 : end + len(b"\nCOMMIT;\n")]
+        psql_proc.stdin.write(bytes(buf))
         # Only now, with the whole script sent, may the transaction commit.
         psql_proc.stdin.write(b"\nCOMMIT;\n")
         await psql_proc.stdin.drain()
