@@ -672,3 +672,29 @@ async def test_a_file_archived_again_after_delete_is_uploaded_anew(ctx: Context,
     assert second["new_files"] == 3
     assert vault_files(ctx)["files/cache_free_name.txt"] == b"hello\n"
     await assert_catalog_consistent(ctx)
+
+
+async def test_an_unfinished_deletion_never_removes_a_newer_backups_object(
+    ctx: Context, files_root: Path
+):
+    from glacierd.stores.base import StoreError
+
+    first = await run_backup(ctx, "test")
+    real_delete = ctx.store.delete
+
+    async def outage(ref: Any) -> None:
+        raise StoreError("simulated store outage")
+
+    ctx.store.delete = outage  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await inventory.delete_backup(ctx, first["backup_id"])
+    ctx.store.delete = real_delete  # type: ignore[method-assign]
+    # The files are archived again, under the same keys, by the next backup...
+    second = await run_backup(ctx, "test")
+    assert second["new_files"] == 3
+    # ...and the next start finishes the old deletion: it must not take the new objects.
+    await recover_interrupted(ctx)
+    stored = vault_files(ctx)
+    for path in ("ab/cd/abcd1234", "ab/ef/abef5678", "cache_free_name.txt"):
+        assert stored[f"files/{path}"] == (files_root / path).read_bytes()
+    assert await rows(ctx, "SELECT id FROM {s}.archives WHERE state = 'deleting'") == []

@@ -213,3 +213,10 @@ def test_with_dbname_returns_a_copy() -> None:
     other = info.with_dbname("b")
     assert other.params == {"host": "h", "dbname": "b"}
     assert info.params == {"host": "h", "dbname": "a"}
+
+
+def test_a_bad_port_error_never_repeats_part_of_the_password() -> None:
+    with pytest.raises(ConnInfoError) as err:
+        parse_conninfo("postgresql://bob:s3cr/etPW@db.example/app")
+    assert "s3cr" not in str(err.value) and "etPW" not in str(err.value)
+    assert "percent-encode" in str(err.value)

@@ -394,6 +394,23 @@ async def test_snapshot_retention_keeps_the_newest(
         assert not Path(taken[0]["path"]).exists()
 
 
+async def test_restoring_the_oldest_snapshot_does_not_prune_it(
+    app_db: str, open_ctx: Callable[..., Any]
+):
+    # snapshot_keep = 1: restoring the snapshot takes a new one, which must not push out
+    # the very snapshot being restored.
+    async with open_ctx(restore={"snapshot_keep": 1}) as ctx:
+        b1 = bid(await run_backup(ctx, "test"))
+        before = pg.table_rows(app_db)
+        await pg.populate(app_db, "DELETE FROM documents WHERE id > 100;")
+        changed = pg.table_rows(app_db)
+        first = restored(await restore(ctx, b1, files=False))
+        assert pg.table_rows(app_db) == before
+        started = await start_snapshot_restore(ctx, first["steps"]["snapshot"]["id"])
+        restored(await drive(ctx, started["id"]))
+        assert pg.table_rows(app_db) == changed
+
+
 async def test_no_snapshot_when_switched_off(
     app_db: str, open_ctx: Callable[..., Any], tmp_path: Path
 ):

@@ -152,7 +152,17 @@ async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
 
 async def purge_archives(ctx: Context, archives: list[dict[str, Any]]) -> int:
     """Delete 'deleting' archives from the store, each row only after its object is gone."""
+    pool, cat = ctx.catalog.pool, ctx.catalog
     for a in archives:
-        await ctx.store.delete(ArchiveRef(a["store_key"], a["size"], a["sha256"]))
-        await q.drop_archive_rows(ctx.catalog.pool, ctx.catalog, [a["id"]])
+        # The same key may have been stored again since (a later backup archived the file
+        # anew while this deletion waited): then the object is that archive's, keep it.
+        reused = await pool.fetchval(
+            f"SELECT 1 FROM {cat.q}.archives WHERE store_name = $1 AND store_key = $2 "
+            "AND state <> 'deleting' LIMIT 1",
+            a["store_name"],
+            a["store_key"],
+        )
+        if not reused:
+            await ctx.store.delete(ArchiveRef(a["store_key"], a["size"], a["sha256"]))
+        await q.drop_archive_rows(pool, cat, [a["id"]])
     return len(archives)

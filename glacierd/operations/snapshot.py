@@ -49,9 +49,11 @@ async def take_snapshot(ctx: Context, reason: str) -> dict[str, Any]:
 async def prune_snapshots(ctx: Context, keep_id: int) -> int:
     """Delete snapshots beyond restore.snapshot_keep, oldest first (never ``keep_id``)."""
     snaps = await rq.snapshots(ctx.catalog.pool, ctx.catalog)  # newest first
+    # A snapshot being restored right now is never pruned (restoring it takes a new one).
+    in_use = {r["snapshot_id"] for r in await rq.active(ctx.catalog.pool, ctx.catalog)}
     removed = 0
     for snap in snaps[ctx.config.restore.snapshot_keep :]:
-        if snap["id"] == keep_id:
+        if snap["id"] == keep_id or snap["id"] in in_use:
             continue
         await asyncio.to_thread(Path(snap["path"]).unlink, missing_ok=True)
         await rq.delete_snapshot(ctx.catalog.pool, ctx.catalog, snap["id"])

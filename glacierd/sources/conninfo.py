@@ -126,8 +126,12 @@ def _parse_uri(text: str) -> ConnInfo:
         params["host"] = unquote(parts.hostname)
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConnInfoError(str(exc)) from None
+    except ValueError:
+        # urllib's message quotes the text it took for a port, which may be part of the
+        # password: never repeat it.
+        raise ConnInfoError(
+            "the port is not a number (if the password contains / # ? @ or :, percent-encode it)"
+        ) from None
     if port:
         params["port"] = str(port)
     if parts.username:

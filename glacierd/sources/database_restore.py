@@ -37,6 +37,7 @@ def _edit_head(head: bytes, lock_setting: str) -> bytes:
     head = head.replace(b"\nBEGIN;\n", b"\n", 1)
     return head.replace(b"SET lock_timeout = 0;", lock_setting.encode(), 1)
 
+
 # A TOC line: "<id>; <catalog oid> <oid> <TYPE words> <schema or -> <name> <owner>".
 _TOC = re.compile(r"^\d+; \d+ \d+ (?P<rest>.*)$")
 
