@@ -280,6 +280,26 @@ async def failed_attempt(
     return view
 
 
+async def test_an_unusable_orphan_folder_fails_the_restore_before_any_change(
+    rich_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the orphan folder's parent should be\n")
+    async with open_ctx(files={"orphan_dir": str(blocker / "orphans")}) as ctx:
+        b1 = bid(await run_backup(ctx, "test"))
+        await change_database(rich_db, await capture(rich_db))
+        (files_root / "ab/cd/abcd1234").unlink()
+        (files_root / "orphan-candidate.txt").write_text("not in the backup\n")
+        before_db, before_files = await capture(rich_db), disk(files_root)
+        view = await restore(ctx, b1)
+        assert view["state"] == "failed"
+        assert f"files.orphan_dir {blocker / 'orphans'} cannot be used" in view["error"]
+        assert "nothing was changed" in view["error"]
+        assert view["steps"] == {}  # not even a snapshot
+        (await capture(rich_db)).assert_same(before_db)
+        assert disk(files_root) == before_files
+
+
 async def test_killed_pg_restore_changes_nothing(
     rich_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
 ):

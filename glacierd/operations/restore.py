@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -305,19 +306,23 @@ class RestoreDriver:
             steps, options = r["steps"], r["options"]
             rows = await rq.archives(pool, cat, r["id"])
             dump = await self._dump_path(r, rows)
+            root = cfg.files.root
+            if options["files"] and root is not None and not {"files", "database"} & set(steps):
+                await _check_orphan_dir(cfg.files.orphan_dir)  # before the first change
             if options["database"] and cfg.restore.snapshot and "snapshot" not in steps:
                 snap = await take_snapshot(ctx, reason=f"before restore {r['id']}")
                 await rq.mark_step(pool, cat, r["id"], "snapshot", snap)
                 rlog.info("restore.snapshot_taken", **snap)
             placed: list[str] = []
-            root = cfg.files.root
             if options["files"] and root is not None and "files" not in steps:
                 to_place = [(a["path"], Path(a["local_path"])) for a in rows if a["kind"] == "file"]
-                result = await place_files(root, to_place)
-                # After a restart, what an earlier attempt placed is "existing" now: keep it
-                # on the list so a failed database restore still takes it back.
-                placed = list(dict.fromkeys(steps.get("files_placed", []) + result.placed))
+                # Recorded before any file is written, so a failure — even after a restart,
+                # when these files look "existing" — takes back exactly what this request
+                # put in place.
+                missing = await asyncio.to_thread(_missing, root, [p for p, _ in to_place])
+                placed = list(dict.fromkeys(steps.get("files_placed", []) + missing))
                 await rq.mark_step(pool, cat, r["id"], "files_placed", placed)
+                await place_files(root, to_place)
             if options["database"] and "database" not in steps:
                 assert dump is not None
                 try:
@@ -342,24 +347,41 @@ class RestoreDriver:
             if options["files"] and root is not None and "files" not in steps:
                 await rq.mark_step(pool, cat, r["id"], "files", {"placed": len(placed)})
             if options["files"] and root is not None and "orphans" not in steps:
-                orphan_dir = cfg.files.orphan_dir
-                assert orphan_dir is not None and r["backup_id"] is not None
-                known = {
-                    a["path"]
-                    for a in await q.backup_archives(pool, cat, r["backup_id"])
-                    if a["kind"] == "file"
-                }
-                walked = await attachments.walk(root)
-                moved = await move_orphans(
-                    root, orphan_dir, [f.path for f in walked.files if f.path not in known]
-                )
-                await rq.mark_step(
-                    pool, cat, r["id"], "orphans", {"moved": len(moved), "to": str(orphan_dir)}
-                )
-                if moved:
-                    rlog.warning("restore.orphans_moved", count=len(moved), to=str(orphan_dir))
+                try:
+                    await self._move_orphans(r, root, rlog)
+                except Exception as exc:
+                    # The database is already restored: this is not a failed restore but an
+                    # unfinished one. It stays "restoring" and is retried at the next tick.
+                    reason = (
+                        f"the database was restored but moving orphans failed "
+                        f"({describe_error(exc, 'restore')}); fix files.orphan_dir — glacierd "
+                        "retries by itself"
+                    )
+                    await rq.set_state(pool, cat, r["id"], "restoring", reason)
+                    rlog.error("restore.orphans_failed", error=reason)
+                    return
             await rq.set_state(pool, cat, r["id"], "restored")
             rlog.info("restore.completed")
+
+    async def _move_orphans(self, r: dict[str, Any], root: Path, rlog: Any) -> None:
+        ctx = self.ctx
+        pool, cat = ctx.catalog.pool, ctx.catalog
+        orphan_dir = ctx.config.files.orphan_dir
+        assert orphan_dir is not None and r["backup_id"] is not None
+        known = {
+            a["path"]
+            for a in await q.backup_archives(pool, cat, r["backup_id"])
+            if a["kind"] == "file"
+        }
+        walked = await attachments.walk(root)
+        moved = await move_orphans(
+            root, orphan_dir, [f.path for f in walked.files if f.path not in known]
+        )
+        await rq.mark_step(
+            pool, cat, r["id"], "orphans", {"moved": len(moved), "to": str(orphan_dir)}
+        )
+        if moved:
+            rlog.warning("restore.orphans_moved", count=len(moved), to=str(orphan_dir))
 
     async def _dump_path(self, r: dict[str, Any], rows: list[dict[str, Any]]) -> Path | None:
         if r["snapshot_id"] is not None:
@@ -374,6 +396,30 @@ class RestoreDriver:
             return Path(snap["path"])
         db = [a for a in rows if a["kind"] == "database"]
         return Path(db[0]["local_path"]) if db else None
+
+
+def _missing(root: Path, relpaths: list[str]) -> list[str]:
+    return [p for p in relpaths if not os.path.lexists(safe_destination(root, p))]
+
+
+async def _check_orphan_dir(orphan_dir: Path | None) -> None:
+    """Before anything changes: orphans must have somewhere to go."""
+    assert orphan_dir is not None
+
+    def check() -> str | None:
+        try:
+            orphan_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None if os.access(orphan_dir, os.W_OK | os.X_OK) else "not writable"
+
+    problem = await asyncio.to_thread(check)
+    if problem:
+        raise RestoreFailed(
+            f"files.orphan_dir {orphan_dir} cannot be used ({problem}); create it, make it "
+            "writable by the glacierd user (and list it in the unit's ReadWritePaths=), then "
+            "request the restore again — nothing was changed."
+        )
 
 
 def _sha256_file(path: Path) -> str | None:
