@@ -234,3 +234,14 @@ def test_dump_restores_into_scratch_database_with_same_rows(daemon_factory, tmp_
         subprocess.run(
             ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", scratch], check=False
         )
+
+
+def test_browser_and_rebinding_requests_are_refused(daemon_factory):
+    d = daemon_factory()
+    r = d.request("POST", "/backups", headers={"Origin": "https://evil.example"})
+    assert r.status == 403 and "web browsers" in r.json()["error"]
+    r = d.request("GET", "/backups", headers={"Host": "rebind.evil.example:8470"})
+    assert r.status == 403 and "not a loopback name" in r.json()["error"]
+    assert d.request("GET", "/backups", headers={"Host": "localhost:8470"}).status == 200
+    assert d.request("GET", "/backups").json()["backups"] == []  # nothing was started
+    d.stop()

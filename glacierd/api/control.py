@@ -31,6 +31,26 @@ CTX = web.AppKey("ctx", Context)
 OPEN_PATHS = {"/health"}
 
 
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+@web.middleware
+async def local_clients_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what a web page could send: browsers always add Origin to a POST, and a DNS
+    rebinding attack arrives with a foreign Host. curl and the CLI send neither."""
+    if "Origin" in request.headers:
+        return error_response(
+            403, "requests from web browsers are refused; use curl or the glacierd CLI."
+        )
+    host = request.headers.get("Host", "localhost")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name not in _LOCAL_HOSTS:
+        return error_response(
+            403, f"Host {host!r} is not a loopback name; address the API as 127.0.0.1."
+        )
+    return await handler(request)
+
+
 def bearer_auth(token: str | None) -> Handler:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -153,7 +173,8 @@ async def delete_backup(request: web.Request) -> web.Response:
 
 def control_app(ctx: Context) -> web.Application:
     app = web.Application(
-        middlewares=[json_errors, bearer_auth(ctx.config.api.token)], client_max_size=64 * 1024
+        middlewares=[json_errors, local_clients_only, bearer_auth(ctx.config.api.token)],
+        client_max_size=64 * 1024,
     )
     app[CTX] = ctx
     app.router.add_get("/health", health)
