@@ -163,6 +163,18 @@ async def last_backup(
     return dict(record) if record else None
 
 
+async def failed_with_leftovers(db: Conn, catalog: Catalog) -> list[int]:
+    """Failed backups whose partial data a store error kept from being removed."""
+    records = await db.fetch(
+        f"SELECT DISTINCT b.id FROM {catalog.q}.backups b "
+        f"JOIN {catalog.q}.archives a ON a.created_by = b.id "
+        "WHERE b.status = 'failed' AND (a.state = 'uploading' OR a.kind = 'database') "
+        f"AND NOT EXISTS (SELECT 1 FROM {catalog.q}.backup_archives ba "
+        "WHERE ba.archive_id = a.id) ORDER BY b.id"
+    )
+    return [r["id"] for r in records]
+
+
 async def running_backups(db: Conn, catalog: Catalog) -> list[int]:
     records = await db.fetch(
         f"SELECT id FROM {catalog.q}.backups WHERE status = 'running' ORDER BY id"

@@ -254,36 +254,34 @@ async def _upload_files(
 ) -> tuple[list[int], list[int]]:
     """Upload new files with bounded concurrency; returns (stored ids, lost ids)."""
     cat, pool, store = ctx.catalog, ctx.catalog.pool, ctx.store
-    semaphore = asyncio.Semaphore(ctx.config.files.upload_concurrency)
     pending_marks: list[tuple[int, str, int, str, str | None]] = []
     stored: list[int] = []
     lost: list[int] = []
 
     async def one(archive_id: int, row: q.NewArchive) -> None:
         assert row.path is not None
-        async with semaphore:
-            try:
-                res = await store.put(
-                    row.store_key, read_chunks(root / row.path), kind="file", size_hint=row.size
-                )
-            except FileNotFoundError:
-                blog.warning(
-                    "backup.file_skipped",
-                    path=row.path,
-                    reason="vanished",
-                    detail="deleted after the walk; not archived",
-                )
-                lost.append(archive_id)
-                return
-            except (IsADirectoryError, PermissionError) as exc:
-                blog.warning(
-                    "backup.file_skipped",
-                    path=row.path,
-                    reason="unreadable",
-                    detail=exc.strerror or str(exc),
-                )
-                lost.append(archive_id)
-                return
+        try:
+            res = await store.put(
+                row.store_key, read_chunks(root / row.path), kind="file", size_hint=row.size
+            )
+        except FileNotFoundError:
+            blog.warning(
+                "backup.file_skipped",
+                path=row.path,
+                reason="vanished",
+                detail="deleted after the walk; not archived",
+            )
+            lost.append(archive_id)
+            return
+        except (IsADirectoryError, PermissionError) as exc:
+            blog.warning(
+                "backup.file_skipped",
+                path=row.path,
+                reason="unreadable",
+                detail=exc.strerror or str(exc),
+            )
+            lost.append(archive_id)
+            return
         pending_marks.append((archive_id, res.key, res.size, res.sha256, res.storage_class))
         stored.append(archive_id)
         progress.files_done += 1
@@ -294,7 +292,16 @@ async def _upload_files(
             pending_marks.clear()
             await q.mark_stored(pool, cat, batch)
 
-    tasks = [asyncio.create_task(one(i, r)) for i, r in work]
+    # A fixed set of workers pulls from one iterator: memory does not grow with the number
+    # of new files (a task per file would hold them all at once).
+    queue = iter(work)
+
+    async def worker() -> None:
+        for archive_id, row in queue:
+            await one(archive_id, row)
+
+    workers = min(ctx.config.files.upload_concurrency, len(work)) or 1
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -318,11 +325,15 @@ async def _fail(ctx: Context, backup_id: int, reason: str, blog: structlog.Bound
 async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundLogger) -> None:
     cat, pool = ctx.catalog, ctx.catalog.pool
     leftovers = await q.unfinished_archives(pool, cat, backup_id)
+    removed = []
     for row in leftovers:
         try:
             await ctx.store.delete(ArchiveRef(row["store_key"]))
         except Exception as exc:
+            # Keep the row: recovery at the next start tries again, so nothing is forgotten.
             blog.warning("backup.cleanup_failed", key=row["store_key"], error=str(exc))
-    await q.drop_archive_rows(pool, cat, [r["id"] for r in leftovers])
-    if leftovers:
-        blog.info("backup.cleaned_up", archives_removed=len(leftovers))
+            continue
+        removed.append(row["id"])
+    await q.drop_archive_rows(pool, cat, removed)
+    if removed:
+        blog.info("backup.cleaned_up", archives_removed=len(removed))

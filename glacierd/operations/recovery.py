@@ -33,6 +33,8 @@ async def recover_interrupted(ctx: Context) -> list[int]:
                 await q.fail_backup(ctx.catalog.pool, ctx.catalog, backup_id, INTERRUPTED)
                 await remove_unfinished(ctx, backup_id, blog)
                 blog.warning("recovery.backup_interrupted", outcome="marked failed")
+            for backup_id in await q.failed_with_leftovers(ctx.catalog.pool, ctx.catalog):
+                await remove_unfinished(ctx, backup_id, log.bind(backup_id=backup_id))
             leftover = await q.deleting_archives(ctx.catalog.pool, ctx.catalog)
             if leftover:
                 await purge_archives(ctx, leftover)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterable
+
+_THREAD_THRESHOLD = 256 * 1024
 
 
 class Digest:
@@ -24,7 +27,11 @@ class Digest:
     async def wrap(self, chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
         async for chunk in chunks:
             if chunk:
-                self.update(chunk)
+                if len(chunk) >= _THREAD_THRESHOLD:
+                    # hashlib releases the GIL: big chunks are hashed off the event loop.
+                    await asyncio.to_thread(self.update, chunk)
+                else:
+                    self.update(chunk)
                 yield chunk
 
 
