@@ -498,6 +498,26 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
 # files
 
 
+async def test_a_damaged_stored_archive_fails_the_restore_after_three_downloads(
+    app_db: str, open_ctx: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("glacierd.operations.fetch._BACKOFF_START", 0.05)
+    async with open_ctx() as ctx:
+        b1 = bid(await run_backup(ctx, "test"))
+        [dump] = await rows(ctx, "SELECT store_key FROM {s}.archives WHERE kind = 'database'")
+        stored = tmp_path / "vault" / dump["store_key"]
+        stored.write_bytes(stored.read_bytes()[:-1] + b"!")  # damaged in the store
+        before = pg.table_rows(app_db)
+        await pg.populate(app_db, "DELETE FROM documents;")
+        changed = pg.table_rows(app_db)
+        assert changed != before
+        view = await restore(ctx, b1, files=False)
+        assert view["state"] == "failed"
+        assert "downloaded 3 times" in view["error"] and "nothing was changed" in view["error"]
+        assert pg.table_rows(app_db) == changed
+        assert view["steps"] == {}
+
+
 async def test_files_are_put_back_never_overwritten_and_orphans_moved_aside(
     app_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
 ):

@@ -67,6 +67,9 @@ class Fetcher:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.in_flight: set[int] = set()
         self.failures: dict[int, tuple[int, float]] = {}  # id -> (count, retry after)
+        # Downloads that arrived but did not match the recorded SHA-256: after a few, the
+        # stored copy itself is damaged and waiting longer will not help (restores give up).
+        self.verification_failures: dict[int, int] = {}
         self.closed = False
 
     def enqueue(self, archive_id: int) -> bool:
@@ -85,6 +88,7 @@ class Fetcher:
             async with self.semaphore:
                 await fetch_archive(self.ctx, archive_id)
             self.failures.pop(archive_id, None)
+            self.verification_failures.pop(archive_id, None)
             self.ctx.kick_restores()  # a restore may be waiting for exactly this archive
         except Exception as exc:
             count = self.failures.get(archive_id, (0, 0.0))[0] + 1
@@ -94,6 +98,10 @@ class Fetcher:
             await aq.update_fields(
                 self.ctx.catalog.pool, self.ctx.catalog, archive_id, retrieval_error=reason
             )
+            if isinstance(exc, VerificationError):
+                self.verification_failures[archive_id] = (
+                    self.verification_failures.get(archive_id, 0) + 1
+                )
             event = (
                 "fetch.verification_failed"
                 if isinstance(exc, VerificationError)

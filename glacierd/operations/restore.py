@@ -265,6 +265,14 @@ class RestoreDriver:
             await self._request_missing(r)
             return await self._set(r, "retrieving", rlog)
         waiting = [a for a in rows if a["retrieval_status"] != "local"]
+        fetcher = self.ctx.fetcher
+        for a in waiting:
+            if fetcher is not None and fetcher.verification_failures.get(a["id"], 0) >= 3:
+                raise RestoreFailed(
+                    f"archive {a['id']} ({a['path'] or 'database dump'}) was downloaded 3 times "
+                    "and never matched the SHA-256 recorded at backup time: the stored copy is "
+                    "damaged — restore another backup; nothing was changed."
+                )
         for a in waiting:
             if self.ctx.fetcher is not None:
                 self.ctx.fetcher.enqueue(a["id"])

@@ -70,6 +70,14 @@ log = structlog.get_logger(__name__)
 
 STORAGE_CLASS = "GLACIER_VAULT"
 EMPTY_ARCHIVE_KEY = "glacierd:empty"
+
+
+def empty_key(key: str) -> str:
+    """Glacier cannot store 0 bytes; an empty archive is this marker, unique per key (two
+    empty files must not share a catalog key)."""
+    return f"{EMPTY_ARCHIVE_KEY}:{key}"
+
+
 DESCRIPTION_PREFIX = "glacierd:"
 
 MIB = 1024 * 1024
@@ -336,7 +344,7 @@ class VaultStore(Store):
             del head  # one copy of the buffer, not two
             if exhausted:
                 if not buffered:
-                    return EMPTY_ARCHIVE_KEY, STORAGE_CLASS
+                    return empty_key(key), STORAGE_CLASS
                 archive_id = await self._upload_single(buffered, description)
                 return archive_id, STORAGE_CLASS
             chunks = _prepend(buffered, chunks)
@@ -364,7 +372,7 @@ class VaultStore(Store):
             # then leaves nothing behind in the vault.
             part = await anext(parts, None)
             if part is None:
-                return EMPTY_ARCHIVE_KEY
+                return empty_key(key)
             started = await self._call(
                 "initiate_multipart_upload",
                 archiveDescription=description,
@@ -493,7 +501,7 @@ class VaultStore(Store):
     async def request_retrieval(
         self, archive: ArchiveRef, tier: str | None = None
     ) -> RetrievalState:
-        if archive.key == EMPTY_ARCHIVE_KEY:
+        if archive.key.startswith(EMPTY_ARCHIVE_KEY):
             return RetrievalState("ready")
         if archive.retrieval_job_id:
             current = await self.retrieval_status(archive)
@@ -517,14 +525,14 @@ class VaultStore(Store):
         )
 
     async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
-        if archive.key == EMPTY_ARCHIVE_KEY:
+        if archive.key.startswith(EMPTY_ARCHIVE_KEY):
             return RetrievalState("ready")
         if not archive.retrieval_job_id:
             return RetrievalState("available")
         return self._state_from_job(archive, await self._describe_job(archive.retrieval_job_id))
 
     async def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
-        if archive.key == EMPTY_ARCHIVE_KEY:
+        if archive.key.startswith(EMPTY_ARCHIVE_KEY):
             return
         job_id = archive.retrieval_job_id
         if not job_id:
@@ -570,7 +578,7 @@ class VaultStore(Store):
     # -- the rest -------------------------------------------------------------------------
 
     async def delete(self, archive: ArchiveRef) -> None:
-        if archive.key == EMPTY_ARCHIVE_KEY:
+        if archive.key.startswith(EMPTY_ARCHIVE_KEY):
             return
         with contextlib.suppress(_GoneError):
             await self._call("delete_archive", archiveId=archive.key)
