@@ -500,7 +500,7 @@ async def test_recovery_marks_a_crashed_backup_failed_and_removes_its_partial_da
     (vault / "database/crashed.dump").write_bytes(b"PGDMP half")
     (vault / "files/new").mkdir(parents=True)
     (vault / "files/new/finished.bin").write_bytes(b"finished")
-    (vault / "files/new/.half.bin.partial").write_bytes(b"hal")
+    (vault / "files/new/.half.bin.glacierd-partial").write_bytes(b"hal")
     dump_id, finished_id, half_id = await q.insert_archives(
         pool,
         cat,

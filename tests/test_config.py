@@ -96,7 +96,7 @@ BAD: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         "dsn-bad-port",
         {"database": {"dsn": "postgresql://h:99999/db"}},
         "database.dsn (or GLACIERD_DATABASE_DSN) is not a valid",
-        ("out of range",),
+        ("from 1 to 65535",),
     ),
     (
         "dsn-bad-ipv6",

@@ -96,7 +96,7 @@ def test_keyword_value(text: str, expected: dict[str, str]) -> None:
         ("postgresql://h/db?colour=blue", "unknown parameter 'colour'"),
         ("host", "cannot read"),
         ("host=h =x", "cannot read"),
-        ("postgresql://h:99999/db", "out of range"),
+        ("postgresql://h:99999/db", "from 1 to 65535"),
         ("postgresql://u:pw@[::1/db", "IPv6"),
         ("host=h dbname='unterminated", "no closing quote"),
         ("host=h port=abc", "port must be a whole number"),

@@ -153,7 +153,7 @@ def test_sigkill_during_backup_then_restart_marks_it_failed(
     d = daemon_factory(settings)
     backup_id = d.request("POST", "/backups").json()["id"]
     vault = tmp_path / "vault"
-    d.wait_for(lambda: list(vault.rglob(".*.partial")), what="a partial upload in the vault")
+    d.wait_for(lambda: list(vault.rglob("*.glacierd-partial")), what="a partial upload")
     d.kill()
     subprocess.run(["pkill", "-f", str(slow)], check=False)
 
@@ -162,7 +162,7 @@ def test_sigkill_during_backup_then_restart_marks_it_failed(
     b = d2.request("GET", f"/backups/{backup_id}").json()
     assert b["status"] == "failed"
     assert b["error"].startswith("interrupted")
-    assert not list(vault.rglob(".*.partial")), "partial upload left in the vault"
+    assert not list(vault.rglob("*.glacierd-partial")), "partial upload left in the vault"
     assert vault_files(vault) == [], "a failed backup left archives behind"
     nxt = d2.wait_backup(d2.request("POST", "/backups").json()["id"])
     assert nxt["status"] == "completed" and nxt["file_count"] == 3
@@ -179,11 +179,11 @@ def test_sigterm_during_backup_abandons_it_cleanly_and_exits(
     d = daemon_factory(settings)
     backup_id = d.request("POST", "/backups").json()["id"]
     vault = tmp_path / "vault"
-    d.wait_for(lambda: list(vault.rglob(".*.partial")), what="a partial upload")
+    d.wait_for(lambda: list(vault.rglob("*.glacierd-partial")), what="a partial upload")
     began = time.monotonic()
     assert d.stop(timeout=20) == 0
     assert time.monotonic() - began < 15
-    assert not list(vault.rglob(".*.partial"))
+    assert not list(vault.rglob("*.glacierd-partial"))
     failed = [e for e in d.events() if e.get("event") == "backup.failed"]
     assert failed and failed[0]["backup_id"] == backup_id
     assert "interrupted" in failed[0]["error"]

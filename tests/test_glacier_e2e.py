@@ -176,7 +176,7 @@ def test_s3_restore_found_by_polling_alone_and_tampered_copy_refused(
     bad = d.wait_for(refused, timeout=30, what="the tampered download to be refused")
     assert bad["status"] == "ready" and "failed verification" in bad["retrieval_error"]
     assert not (tmp_path / "state/fetched" / f"archive-{db['id']}").exists()
-    assert not list((tmp_path / "state/fetched").glob(".*.partial"))
+    assert not list((tmp_path / "state/fetched").glob("*.glacierd-partial"))
     assert any(e.get("event") == "fetch.verification_failed" for e in d.events())
     assert not any(e.get("source") == "sns" for e in d.events())
     d.stop()

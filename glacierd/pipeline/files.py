@@ -8,6 +8,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 CHUNK = 1024 * 1024
+# Temporary files while writing: a suffix no upload has by accident, so start-up recovery
+# and the attachments walk can recognise (and skip or sweep) them.
+PARTIAL_SUFFIX = ".glacierd-partial"
 
 
 async def read_chunks(path: Path, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
@@ -31,7 +34,7 @@ async def write_atomically(
     ``dest`` is untouched. With ``overwrite=False`` an existing ``dest`` raises
     FileExistsError (a hard link is the atomic "create only if absent").
     """
-    tmp = dest.with_name(f".{dest.name}.partial")
+    tmp = dest.with_name(f".{dest.name}{PARTIAL_SUFFIX}")
     await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     handle = await asyncio.to_thread(open, tmp, "wb")
     size = 0

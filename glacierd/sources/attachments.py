@@ -13,7 +13,9 @@ Documented outcomes for awkward entries (each gets one log line naming the path)
 - an unreadable file or directory is skipped (``unreadable``); the backup still completes
   and counts it in ``skipped_files`` so the operator sees it;
 - a file that vanishes between the walk and its upload is skipped (``vanished``) and gets
-  no archive row.
+  no archive row;
+- a ``*.glacierd-partial`` file (left by a restore interrupted while writing it) is skipped
+  (``partial``); the resumed restore writes the file again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from glacierd.pipeline.files import PARTIAL_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ def _walk(root: Path) -> WalkResult:
         for entry in entries:
             full = Path(entry.path)
             rel = full.relative_to(root).as_posix()
+            if entry.name.endswith(PARTIAL_SUFFIX):
+                # A file a restore was putting back when it was interrupted: not an upload.
+                result.skipped.append(Skipped(rel, "partial", "an interrupted restore's file"))
+                continue
             try:
                 if entry.is_symlink():
                     target = full.resolve()

@@ -130,7 +130,8 @@ def _parse_uri(text: str) -> ConnInfo:
         # urllib's message quotes the text it took for a port, which may be part of the
         # password: never repeat it.
         raise ConnInfoError(
-            "the port is not a number (if the password contains / # ? @ or :, percent-encode it)"
+            "the port is not a whole number from 1 to 65535 (if the password contains "
+            "/ # ? @ or :, percent-encode it)"
         ) from None
     if port:
         params["port"] = str(port)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
-from glacierd.pipeline.files import read_chunks, write_atomically
+from glacierd.pipeline.files import PARTIAL_SUFFIX, read_chunks, write_atomically
 from glacierd.pipeline.hashing import Digest
 from glacierd.stores.base import (
     ArchiveNotFoundError,
@@ -155,7 +155,7 @@ class LocalStore(Store):
             for dirpath, dirnames, filenames in os.walk(self.root):
                 dirnames[:] = [d for d in dirnames if d != _RETRIEVALS]
                 for name in filenames:
-                    if name.endswith(".partial") and name.startswith("."):
+                    if name.endswith(PARTIAL_SUFFIX):
                         continue
                     full = Path(dirpath) / name
                     key = full.relative_to(self.root).as_posix()
@@ -169,7 +169,7 @@ class LocalStore(Store):
     async def abort_incomplete(self) -> int:
         def sweep() -> int:
             removed = 0
-            for partial in self.root.rglob(".*.partial"):
+            for partial in self.root.rglob(f"*{PARTIAL_SUFFIX}"):
                 partial.unlink(missing_ok=True)
                 removed += 1
             return removed
