@@ -287,7 +287,9 @@ async def _upload_files(
         progress.files_done += 1
         progress.bytes_done += res.size
         progress.changed()
-        if len(pending_marks) >= _BATCH:
+        # A vault names the archive itself: until its id is in the catalog, a crash would
+        # leave an archive nobody can find (vaults cannot be listed), so record it now.
+        if len(pending_marks) >= _BATCH or res.key != row.store_key:
             batch = pending_marks[:]
             pending_marks.clear()
             await q.mark_stored(pool, cat, batch)
