@@ -23,16 +23,9 @@ from glacierd.logs import configure_logging
 from glacierd.operations import inventory
 from glacierd.operations.backup import Progress, run_backup
 from glacierd.operations.errors import EXPECTED
+from glacierd.units import human_bytes
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 1, 2, 3
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 class ProgressLine:
@@ -43,11 +36,11 @@ class ProgressLine:
 
     def __call__(self, p: Progress) -> None:
         if p.stage == "database":
-            text = f"backup {p.backup_id}: dumping database {_human(p.database_bytes)}"
+            text = f"backup {p.backup_id}: dumping database {human_bytes(p.database_bytes)}"
         elif p.stage == "files":
             text = (
                 f"backup {p.backup_id}: files {p.files_done}/{p.files_total} "
-                f"({_human(p.bytes_done)} of {_human(p.bytes_total)})"
+                f"({human_bytes(p.bytes_done)} of {human_bytes(p.bytes_total)})"
             )
         else:
             text = f"backup {p.backup_id}: {p.stage}"
@@ -80,10 +73,11 @@ async def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        dumped, uploaded = summary["database_bytes"], summary["bytes_uploaded"]
         print(
-            f"backup {summary['backup_id']} completed: database {_human(summary['database_bytes'])}"
-            f", {summary['file_count']} files ({summary['new_files']} new, "
-            f"{summary['skipped_files']} skipped), {_human(summary['bytes_uploaded'])} uploaded "
+            f"backup {summary['backup_id']} completed: database {human_bytes(dumped)}, "
+            f"{summary['file_count']} files ({summary['new_files']} new, "
+            f"{summary['skipped_files']} skipped), {human_bytes(uploaded)} uploaded "
             f"in {summary['duration_s']} s"
         )
     return 0
@@ -105,7 +99,7 @@ async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
         retrieval = r["retrieval_status"] or "-"
         print(
             f"{r['id']:>5}  {r['status']:9}  {started:19}  {r['file_count']:>7}  "
-            f"{r['new_files']:>6}  {_human(r['bytes_uploaded']):>10}  {retrieval}"
+            f"{r['new_files']:>6}  {human_bytes(r['bytes_uploaded']):>10}  {retrieval}"
             + (f"  error: {r['error']}" if r["error"] else "")
         )
     return 0

@@ -25,6 +25,14 @@ _FIELDS = {
 }
 
 
+def _assignments(fields: dict[str, Any], first: int) -> list[str]:
+    """``name = $n`` for each detail field, numbered from ``first``; unknown names refused."""
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown archive fields {sorted(unknown)}")
+    return [f"{name} = ${n}" for n, name in enumerate(fields, start=first)]
+
+
 async def transition(
     db: Conn, catalog: Catalog, archive_id: int, new: str, **fields: Any
 ) -> dict[str, Any] | None:
@@ -33,14 +41,8 @@ async def transition(
     None means nothing changed: the archive was already there, or the edge is not legal
     from where it is now (a late or duplicate event). Extra ``fields`` are set alongside.
     """
-    unknown = set(fields) - _FIELDS
-    if unknown:
-        raise ValueError(f"unknown archive fields {sorted(unknown)}")
-    sets = ["retrieval_status = $2"]
-    args: list[Any] = [archive_id, new, status.sources_for(new)]
-    for name, value in fields.items():
-        args.append(value)
-        sets.append(f"{name} = ${len(args)}")
+    sets = ["retrieval_status = $2", *_assignments(fields, first=4)]
+    args = [archive_id, new, status.sources_for(new), *fields.values()]
     guard = ""
     if new == "pending":
         # ready -> pending only once the readable copy expired: a late "still running"
@@ -57,10 +59,9 @@ async def transition(
 
 async def update_fields(db: Conn, catalog: Catalog, archive_id: int, **fields: Any) -> None:
     """Change details without changing the status (a new expiry, an error note)."""
-    unknown = set(fields) - _FIELDS
-    if unknown or not fields:
-        raise ValueError(f"bad archive fields {sorted(unknown)}")
-    sets = [f"{name} = ${i}" for i, name in enumerate(fields, start=2)]
+    if not fields:
+        raise ValueError("update_fields needs at least one field")
+    sets = _assignments(fields, first=2)
     await db.execute(
         f"UPDATE {catalog.q}.archives SET {', '.join(sets)} WHERE id = $1",
         archive_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +135,7 @@ async def get_backup(db: Conn, catalog: Catalog, backup_id: int) -> dict[str, An
     record = await db.fetchrow(f"SELECT * FROM {catalog.q}.backups WHERE id = $1", backup_id)
     if record is None:
         return None
-    row = dict(record)
-    if isinstance(row.get("tables"), str):
-        row["tables"] = json.loads(row["tables"])
-    return row
+    return dict(record)
 
 
 async def backup_archives(db: Conn, catalog: Catalog, backup_id: int) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -34,6 +37,28 @@ def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) ->
     return f"the {what} database {where} cannot be used: {exc}."
 
 
+@asynccontextmanager
+async def connection(
+    conninfo: ConnInfo, what: str, error: type[Exception]
+) -> AsyncIterator[asyncpg.Connection]:
+    """One connection, closed afterwards; a failure to connect raises ``error`` with the
+    sentence from ``describe_connect_error``."""
+    try:
+        conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise error(describe_connect_error(exc, conninfo, what)) from None
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _json_codec(conn: asyncpg.Connection) -> None:
+    # jsonb columns (restore options and steps, a backup's tables) in and out as Python
+    # values, decoded in one place instead of at every query.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
 class Catalog:
     """A pool of connections to the catalog database and the name of glacierd's schema."""
 
@@ -56,7 +81,11 @@ class Catalog:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                min_size=1, max_size=6, command_timeout=None, **self.conninfo.asyncpg_kwargs()
+                min_size=1,
+                max_size=6,
+                command_timeout=None,
+                init=_json_codec,
+                **self.conninfo.asyncpg_kwargs(),
             )
         except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
             raise CatalogError(describe_connect_error(exc, self.conninfo, "catalog")) from None

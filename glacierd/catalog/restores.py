@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from glacierd.catalog.backups import Conn
@@ -12,13 +11,7 @@ ACTIVE = ("requested", "retrieving", "fetching", "restoring")
 
 
 def _row(record: Any) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    row = dict(record)
-    for key in ("options", "steps"):
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    return row
+    return dict(record) if record is not None else None
 
 
 async def create(
@@ -35,7 +28,7 @@ async def create(
         "VALUES ($1, $2, $3::jsonb) RETURNING id",
         backup_id,
         snapshot_id,
-        json.dumps(options),
+        options,
     )
     if archive_ids:
         await db.execute(
@@ -86,7 +79,7 @@ async def mark_step(db: Conn, catalog: Catalog, restore_id: int, step: str, valu
         "WHERE id = $1",
         restore_id,
         step,
-        json.dumps(value),
+        value,
     )
 
 

@@ -14,7 +14,6 @@ archived exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack, aclosing
@@ -149,7 +148,7 @@ async def _backup(
     await pool.execute(
         f"UPDATE {cat.q}.backups SET tables = $2::jsonb WHERE id = $1",
         backup_id,
-        json.dumps(tables),
+        tables,
     )
     dump = PgDump(cfg.database.pg_dump, cfg.database.conninfo, exclude)
     progress.stage = "database"

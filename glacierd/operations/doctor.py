@@ -30,21 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from glacierd.catalog.migrations import available_migrations
-from glacierd.catalog.pool import CatalogError, describe_connect_error
+from glacierd.catalog.pool import CatalogError, connection
 from glacierd.config import Config
 from glacierd.operations.errors import EXPECTED
 from glacierd.sources.database import (
-    DatabaseSourceError,
     ToolVersion,
     check_pg_dump,
+    connect,
     server_version,
+    server_version_of,
     tool_version,
 )
 from glacierd.stores.base import Store
 from glacierd.stores.factory import build_store
+from glacierd.units import human_bytes
 
 #: Seconds one check may take; a check still running then fails with a timeout.
 CHECK_TIMEOUT = 15.0
@@ -145,14 +146,6 @@ def split_message(message: str) -> tuple[str, str | None]:
     return message.rstrip("."), None
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # ----------------------------------------------------------------------------- running
 
 
@@ -248,32 +241,20 @@ async def check_configuration(d: Doctor) -> CheckResult:
 @check("database")
 async def check_database(d: Doctor) -> CheckResult:
     info = d.config.database.conninfo
-    try:
-        conn = await asyncpg.connect(**info.asyncpg_kwargs())
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise DatabaseSourceError(describe_connect_error(exc, info, "backed-up")) from None
-    try:
-        num = int(await conn.fetchval("SHOW server_version_num"))
-        text = await conn.fetchval("SHOW server_version")
+    async with connect(info) as conn:
+        d.server = await server_version_of(conn)
         user = await conn.fetchval("SELECT current_user")
-    finally:
-        await conn.close()
-    d.server = ToolVersion(num // 10000, f"PostgreSQL {text}")
     return CheckResult(
-        "database", True, f"connected to {info.describe()} as {user} (PostgreSQL {text})"
+        "database", True, f"connected to {info.describe()} as {user} ({d.server.text})"
     )
 
 
 @check("catalog")
 async def check_catalog(d: Doctor) -> CheckResult:
     cat = d.config.catalog
-    try:
-        conn = await asyncpg.connect(**cat.conninfo.asyncpg_kwargs())
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise CatalogError(describe_connect_error(exc, cat.conninfo, "catalog")) from None
     q = f'"{cat.schema}"'
     known = available_migrations()
-    try:
+    async with connection(cat.conninfo, "catalog", CatalogError) as conn:
         table = await conn.fetchval("SELECT to_regclass($1)", f"{q}.schema_migrations")
         if table is None:
             may_create = await conn.fetchval(
@@ -310,8 +291,6 @@ async def check_catalog(d: Doctor) -> CheckResult:
             "AND state = 'stored' AND size IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1"
         )
         backups = await conn.fetchval(f"SELECT count(*) FROM {q}.backups")
-    finally:
-        await conn.close()
     if row is not None:
         d.last_dump_size, d.last_dump_backup = int(row["size"]), row["created_by"]
     detail = (
@@ -452,17 +431,17 @@ async def check_disk_space(d: Doctor) -> CheckResult:
         need = d.last_dump_size + DISK_HEADROOM
         why = (
             f"the newest database dump (backup {d.last_dump_backup}, "
-            f"{_human(d.last_dump_size)}) + {_human(DISK_HEADROOM)}"
+            f"{human_bytes(d.last_dump_size)}) + {human_bytes(DISK_HEADROOM)}"
         )
     else:
         need = DISK_HEADROOM
         source = "no database dump recorded yet" if d.passed("catalog") else "catalog unreachable"
-        why = f"{_human(DISK_HEADROOM)} ({source})"
-    detail = f"{_human(usage.free)} free in {state_dir}; a retrieval needs {why}"
+        why = f"{human_bytes(DISK_HEADROOM)} ({source})"
+    detail = f"{human_bytes(usage.free)} free in {state_dir}; a retrieval needs {why}"
     if usage.free < need:
         raise Problem(
             detail.replace("; a retrieval needs", ", less than"),
-            f"free {_human(need - usage.free)} on that filesystem or move state_dir to a "
+            f"free {human_bytes(need - usage.free)} on that filesystem or move state_dir to a "
             "larger one, or a fetched dump will not fit",
         )
     return CheckResult("disk space", True, detail)

@@ -39,11 +39,11 @@ from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
 from glacierd.operations.inventory import NotFoundError, completed_backup, on_disk
 from glacierd.operations.restore_files import (
-    UnsafePathError,
     move_orphans,
     place_files,
     remove_placed,
     safe_destination,
+    unsafe_paths,
 )
 from glacierd.operations.retrieval import apply_state, archive_ref
 from glacierd.operations.snapshot import take_snapshot
@@ -70,21 +70,13 @@ async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) ->
     root = ctx.config.files.root
     files = [a for a in rows if a["kind"] == "file"]
     present = await asyncio.to_thread(on_disk, root, files)
-    needed = []
-    refused = []
-    if options["database"]:
-        needed += [a for a in rows if a["kind"] == "database"]
+    needed = [a for a in rows if a["kind"] == "database"] if options["database"] else []
+    refused: list[str] = []
     if options["files"] and root is not None:
-        for a in files:
-            # Checked even when something lies there already: "../x" must not pass as
-            # "exists" because a file outside the root happens to have the archived size.
-            try:
-                safe_destination(root, a["path"])
-            except UnsafePathError as exc:
-                refused.append(str(exc))
-                continue
-            if a["id"] not in present:
-                needed.append(a)
+        # Every path is checked, even where something lies already: "../x" must not pass
+        # as "exists" because a file outside the root happens to have the archived size.
+        refused = await asyncio.to_thread(unsafe_paths, root, [a["path"] for a in files])
+        needed += [a for a in files if a["id"] not in present]
     orphans: list[str] = []
     if options["files"] and root is not None:
         walked = await attachments.walk(root)
@@ -134,39 +126,37 @@ async def start_restore(ctx: Context, backup_id: int, options: dict[str, Any]) -
         )
     if options.get("dry_run"):
         return {"dry_run": True, **plan}
-    await _check_not_busy(ctx)
-    restore_id = await rq.create(
-        ctx.catalog.pool,
-        ctx.catalog,
-        backup_id=backup_id,
-        snapshot_id=None,
-        options={k: options[k] for k in ("tier", "database", "files")},
-        archive_ids=needed,
+    kept = {k: options[k] for k in ("tier", "database", "files")}
+    return await _request(
+        ctx, backup_id=backup_id, snapshot_id=None, options=kept, archive_ids=needed
     )
-    log.info(
-        "restore.requested",
-        restore_id=restore_id,
-        backup_id=backup_id,
-        archives=len(needed),
-        **{k: options[k] for k in ("tier", "database", "files")},
-    )
-    return {"id": restore_id, "state": "requested", "url": f"/restores/{restore_id}"}
 
 
 async def start_snapshot_restore(ctx: Context, snapshot_id: int) -> dict[str, Any]:
     snap = await rq.get_snapshot(ctx.catalog.pool, ctx.catalog, snapshot_id)
     if snap is None:
         raise NotFoundError(f"snapshot {snapshot_id} does not exist; GET /snapshots lists them.")
-    await _check_not_busy(ctx)
-    restore_id = await rq.create(
-        ctx.catalog.pool,
-        ctx.catalog,
+    return await _request(
+        ctx,
         backup_id=None,
         snapshot_id=snapshot_id,
         options={"tier": None, "database": True, "files": False},
         archive_ids=[],
     )
-    log.info("restore.requested", restore_id=restore_id, snapshot_id=snapshot_id)
+
+
+async def _request(ctx: Context, **request: Any) -> dict[str, Any]:
+    """Persist a restore request once nothing else is running; the driver takes it on."""
+    await _check_not_busy(ctx)
+    restore_id = await rq.create(ctx.catalog.pool, ctx.catalog, **request)
+    log.info(
+        "restore.requested",
+        restore_id=restore_id,
+        backup_id=request["backup_id"],
+        snapshot_id=request["snapshot_id"],
+        archives=len(request["archive_ids"]),
+        **request["options"],
+    )
     return {"id": restore_id, "state": "requested", "url": f"/restores/{restore_id}"}
 
 

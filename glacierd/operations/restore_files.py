@@ -41,6 +41,17 @@ def safe_destination(root: Path, relpath: str) -> Path:
     return dest
 
 
+def unsafe_paths(root: Path, relpaths: list[str]) -> list[str]:
+    """Blocking (it resolves paths): why each unsafe path is refused, in order."""
+    refused = []
+    for relpath in relpaths:
+        try:
+            safe_destination(root, relpath)
+        except UnsafePathError as exc:
+            refused.append(str(exc))
+    return refused
+
+
 @dataclass
 class PlacedFiles:
     placed: list[str] = field(default_factory=list)
@@ -54,7 +65,7 @@ async def place_files(root: Path, files: list[tuple[str, Path]]) -> PlacedFiles:
     """
     result = PlacedFiles()
     for relpath, source in files:
-        dest = safe_destination(root, relpath)
+        dest = await asyncio.to_thread(safe_destination, root, relpath)
         if await asyncio.to_thread(os.path.lexists, dest):
             result.existing.append(relpath)
             continue
@@ -100,9 +111,14 @@ async def move_orphans(root: Path, orphan_root: Path, relpaths: list[str]) -> li
     relative paths; an earlier orphan of the same name gets a ``.1``, ``.2``… sibling."""
     moved = []
     for relpath in relpaths:
-        source = safe_destination(root, relpath)
-        if not await asyncio.to_thread(os.path.lexists, source):
-            continue
-        await asyncio.to_thread(_move_one, source, orphan_root, relpath)
-        moved.append(relpath)
+        if await asyncio.to_thread(_move_if_present, root, orphan_root, relpath):
+            moved.append(relpath)
     return moved
+
+
+def _move_if_present(root: Path, orphan_root: Path, relpath: str) -> bool:
+    source = safe_destination(root, relpath)
+    if not os.path.lexists(source):
+        return False
+    _move_one(source, orphan_root, relpath)
+    return True

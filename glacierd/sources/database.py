@@ -13,11 +13,12 @@ import re
 import shutil
 import signal
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import asyncpg
 
-from glacierd.catalog.pool import describe_connect_error
+from glacierd.catalog.pool import connection
 from glacierd.sources.conninfo import ConnInfo
 
 CHUNK = 1024 * 1024
@@ -61,17 +62,20 @@ async def tool_version(tool: str, setting: str | None = None) -> ToolVersion:
     return ToolVersion(int(match.group(1)), text)
 
 
-async def server_version(conninfo: ConnInfo) -> ToolVersion:
-    try:
-        conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise DatabaseSourceError(describe_connect_error(exc, conninfo, "backed-up")) from None
-    try:
-        num = int(await conn.fetchval("SHOW server_version_num"))
-        text = await conn.fetchval("SHOW server_version")
-    finally:
-        await conn.close()
+def connect(conninfo: ConnInfo) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection to the backed-up database (unreachable: DatabaseSourceError)."""
+    return connection(conninfo, "backed-up", DatabaseSourceError)
+
+
+async def server_version_of(conn: asyncpg.Connection) -> ToolVersion:
+    num = int(await conn.fetchval("SHOW server_version_num"))
+    text = await conn.fetchval("SHOW server_version")
     return ToolVersion(num // 10000, f"PostgreSQL {text}")
+
+
+async def server_version(conninfo: ConnInfo) -> ToolVersion:
+    async with connect(conninfo) as conn:
+        return await server_version_of(conn)
 
 
 async def check_pg_dump(tool: str, conninfo: ConnInfo) -> tuple[ToolVersion, ToolVersion]:
@@ -154,17 +158,11 @@ async def _read_limited(stream: asyncio.StreamReader) -> str:
 
 async def list_tables(conninfo: ConnInfo, exclude_schema: str) -> list[str]:
     """The user tables of the database, as schema.table (recorded with each backup)."""
-    try:
-        conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-        raise DatabaseSourceError(describe_connect_error(exc, conninfo, "backed-up")) from None
-    try:
+    async with connect(conninfo) as conn:
         rows = await conn.fetch(
             "SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables "
             "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
             "AND schemaname <> $1 ORDER BY 1",
             exclude_schema,
         )
-    finally:
-        await conn.close()
     return [r["t"] for r in rows]

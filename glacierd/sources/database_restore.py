@@ -21,11 +21,10 @@ import re
 import signal
 from pathlib import Path
 
-import asyncpg
 import structlog
 
 from glacierd.sources.conninfo import ConnInfo
-from glacierd.sources.database import DatabaseSourceError, _read_limited, find_tool
+from glacierd.sources.database import DatabaseSourceError, _read_limited, connect, find_tool
 
 log = structlog.get_logger("glacierd.restore.database")
 CHUNK = 1024 * 1024
@@ -147,15 +146,12 @@ async def current_drops(pg_dump: str, conninfo: ConnInfo, catalog_schema: str) -
 
 async def terminate_other_sessions(conninfo: ConnInfo) -> int:
     """End other sessions on the database (restore.terminate_connections = true)."""
-    conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
-    try:
+    async with connect(conninfo) as conn:
         ended = await conn.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND coalesce(application_name, '') NOT LIKE 'glacierd%'"
         )
-    finally:
-        await conn.close()
     return len(ended)
 
 

@@ -54,7 +54,7 @@ class LocalStore(Store):
                 "create it and make it writable by the glacierd user, or change "
                 "store.local.path."
             ) from None
-        if not os.access(self.root, os.W_OK):
+        if not await asyncio.to_thread(os.access, self.root, os.W_OK):
             raise StoreError(
                 f"local vault directory {self.root} is not writable; run "
                 f"'chown glacierd: {self.root}' or change store.local.path."

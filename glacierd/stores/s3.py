@@ -627,23 +627,16 @@ class S3Store(Store):
             await self._require_client().abort_multipart_upload(
                 Bucket=self.cfg.bucket, Key=s3_key, UploadId=upload_id
             )
-        except ClientError as exc:
-            if _code(exc) != "NoSuchUpload":
-                log.warning(
-                    "s3.abort_failed",
-                    bucket=self.cfg.bucket,
-                    key=s3_key,
-                    upload_id=upload_id,
-                    error=str(exc),
-                    hint="the bucket's AbortIncompleteMultipartUpload rule will remove it",
-                )
-        except (BotoCoreError, StoreError) as exc:
+        except (ClientError, BotoCoreError, StoreError) as exc:
+            if isinstance(exc, ClientError) and _code(exc) == "NoSuchUpload":
+                return  # already gone
             log.warning(
                 "s3.abort_failed",
                 bucket=self.cfg.bucket,
                 key=s3_key,
                 upload_id=upload_id,
                 error=str(exc),
+                hint="the bucket's AbortIncompleteMultipartUpload rule will remove it",
             )
 
     async def abort_incomplete(self) -> int:
