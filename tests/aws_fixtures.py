@@ -20,7 +20,7 @@ import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,15 +56,44 @@ def aws_client(service: str, endpoint_url: str) -> Any:
     )
 
 
+def sns_settings(port: int, topic_arn: str, moto: str) -> dict[str, Any]:
+    """glacierd's [sns] section for a daemon that receives moto's signed deliveries."""
+    return {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": port,
+        "path": "/sns",
+        "topic_arns": [topic_arn],
+        "cert_url_override": moto,  # certificates from moto; the host check stays real
+    }
+
+
+def subscribe(moto: str, topic_arn: str, port: int) -> None:
+    """Subscribe a daemon's SNS endpoint (moto confirms http subscriptions by itself)."""
+    aws_client("sns", moto).subscribe(
+        TopicArn=topic_arn, Protocol="http", Endpoint=f"http://127.0.0.1:{port}/sns"
+    )
+
+
+def notify_restores(moto: str, bucket: str, topic_arn: str) -> None:
+    """Make the bucket publish its ObjectRestore events to the topic, as in production."""
+    aws_client("s3", moto).put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "TopicConfigurations": [{"TopicArn": topic_arn, "Events": ["s3:ObjectRestore:*"]}]
+        },
+    )
+
+
 def _fake_aws_env() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """A moto server on loopback for the whole test session; yields its endpoint URL."""
+@contextmanager
+def running_moto() -> Iterator[str]:
+    """A moto server on a free loopback port, with fake credentials; yields its URL."""
     _fake_aws_env()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -73,6 +102,13 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on loopback for the whole test session; yields its endpoint URL."""
+    with running_moto() as url:
+        yield url
 
 
 def sync_s3_client(endpoint_url: str) -> Any:

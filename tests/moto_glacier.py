@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,8 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.glacier import urls as glacier_urls
 from moto.glacier.models import Vault
 from moto.glacier.responses import GlacierResponse
-from moto.server import ThreadedMotoServer
+
+from tests.aws_fixtures import running_moto
 
 MIB = 1024 * 1024
 REGION = "us-east-1"
@@ -249,19 +249,10 @@ def _extend_moto(mp: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def vault_moto() -> Iterator[str]:
     """An in-process moto server with the vault API completed; yields its endpoint URL."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        os.environ.setdefault(key, value)
     mp = pytest.MonkeyPatch()
     _extend_moto(mp)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        with running_moto() as url:
+            yield url
     finally:
-        server.stop()
         mp.undo()

@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.aws_fixtures import AWS_ENV, REGION, aws_client
+from tests.aws_fixtures import (
+    AWS_ENV,
+    REGION,
+    aws_client,
+    notify_restores,
+    sns_settings,
+    subscribe,
+)
 from tests.daemon import free_port, http
 
 client = aws_client
@@ -41,23 +48,6 @@ def archive(detail: dict[str, Any], kind: str, path: str | None = None) -> dict[
 def statuses(d, backup_id: int) -> dict[str | None, str]:
     detail = d.request("GET", f"/backups/{backup_id}").json()
     return {a["path"]: a["status"] for a in detail["archives"]}
-
-
-def sns_settings(port: int, topic_arn: str, moto: str) -> dict[str, Any]:
-    return {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": port,
-        "path": "/sns",
-        "topic_arns": [topic_arn],
-        "cert_url_override": moto,
-    }
-
-
-def subscribe(moto: str, topic_arn: str, port: int) -> None:
-    client("sns", moto).subscribe(
-        TopicArn=topic_arn, Protocol="http", Endpoint=f"http://127.0.0.1:{port}/sns"
-    )
 
 
 def backup_and_lose_a_file(d, files_root: Path) -> tuple[dict[str, Any], Path, bytes]:
@@ -86,12 +76,7 @@ def test_s3_restore_completed_by_signed_sns_notification(
 ):
     s3 = client("s3", moto_server)
     # The bucket tells SNS when a restore completes; SNS posts it, signed, to glacierd.
-    s3.put_bucket_notification_configuration(
-        Bucket=s3_bucket,
-        NotificationConfiguration={
-            "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectRestore:*"]}]
-        },
-    )
+    notify_restores(moto_server, s3_bucket, topic)
     sns_port = free_port()
     settings = make_settings(
         store={

@@ -19,7 +19,14 @@ import asyncpg
 import pytest
 
 from tests import pg
-from tests.aws_fixtures import AWS_ENV, REGION, aws_client
+from tests.aws_fixtures import (
+    AWS_ENV,
+    REGION,
+    aws_client,
+    notify_restores,
+    sns_settings,
+    subscribe,
+)
 from tests.daemon import free_port
 
 client = aws_client
@@ -74,32 +81,18 @@ def test_s3_restore_completes_on_its_own_with_sns(
 ):
     topic = client("sns", moto_server).create_topic(Name=f"r-{uuid.uuid4().hex[:8]}")["TopicArn"]
     s3 = client("s3", moto_server)
-    s3.put_bucket_notification_configuration(
-        Bucket=s3_bucket,
-        NotificationConfiguration={
-            "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectRestore:*"]}]
-        },
-    )
+    notify_restores(moto_server, s3_bucket, topic)
     sns_port = free_port()
     settings = make_settings(
         store={
             "type": "s3",
             "s3": {"bucket": s3_bucket, "endpoint_url": moto_server, "region": REGION},
         },
-        sns={
-            "enabled": True,
-            "host": "127.0.0.1",
-            "port": sns_port,
-            "path": "/sns",
-            "topic_arns": [topic],
-            "cert_url_override": moto_server,
-        },
+        sns=sns_settings(sns_port, topic, moto_server),
         schedule={"enabled": False, "poll_interval_seconds": 3600},
     )
     d = daemon_factory(settings, env=AWS_ENV)
-    client("sns", moto_server).subscribe(
-        TopicArn=topic, Protocol="http", Endpoint=f"http://127.0.0.1:{sns_port}/sns"
-    )
+    subscribe(moto_server, topic, sns_port)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
     rows_at_backup = pg.table_rows(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
@@ -149,20 +142,11 @@ def test_vault_restore_completes_on_its_own_with_sns(
                 "default_tier": "Expedited",
             },
         },
-        sns={
-            "enabled": True,
-            "host": "127.0.0.1",
-            "port": sns_port,
-            "path": "/sns",
-            "topic_arns": [topic],
-            "cert_url_override": vault_moto,
-        },
+        sns=sns_settings(sns_port, topic, vault_moto),
         schedule={"enabled": False, "poll_interval_seconds": 3600},
     )
     d = daemon_factory(settings, env=AWS_ENV)
-    client("sns", vault_moto).subscribe(
-        TopicArn=topic, Protocol="http", Endpoint=f"http://127.0.0.1:{sns_port}/sns"
-    )
+    subscribe(vault_moto, topic, sns_port)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
     rows_at_backup = pg.table_rows(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()

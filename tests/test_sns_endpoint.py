@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from tests.daemon import free_port, http
-from tests.test_sns_verify import TOPIC, confirmation, sign
+from tests.test_sns_verify import TOPIC, confirmation, self_signed, sign
 
 
 class FakeSnsHost:
@@ -52,20 +48,8 @@ class FakeSnsHost:
 
 @pytest.fixture
 def sns_host():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    host = FakeSnsHost(cert.public_bytes(serialization.Encoding.PEM))
+    key, pem = self_signed(days=30)
+    host = FakeSnsHost(pem)
     yield host, key
     host.server.shutdown()
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,8 +125,8 @@ class FakeSns:
     auth_headers: list[str | None] = field(default_factory=list)
 
 
-@pytest.fixture(scope="session")
-def signing_key() -> tuple[rsa.RSAPrivateKey, bytes]:
+def self_signed(days: int = 365) -> tuple[rsa.RSAPrivateKey, bytes]:
+    """A signing key and its self-signed certificate (PEM), standing in for SNS's."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     now = datetime.now(UTC)
@@ -138,10 +137,15 @@ def signing_key() -> tuple[rsa.RSAPrivateKey, bytes]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
+        .not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> tuple[rsa.RSAPrivateKey, bytes]:
+    return self_signed()
 
 
 @pytest.fixture
@@ -533,21 +537,9 @@ async def test_unsubscribe_confirmation_verifies(verifier: SnsVerifier, fake_sns
 
 
 @pytest.fixture(scope="session")
-def sns_moto() -> Iterator[str]:
-    """A moto server (SNS, S3) on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def sns_moto(moto_server: str) -> str:
+    """moto's server (SNS, S3) shared with the other AWS tests."""
+    return moto_server
 
 
 @dataclass
