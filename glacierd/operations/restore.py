@@ -45,7 +45,7 @@ from glacierd.operations.restore_files import (
     safe_destination,
     unsafe_paths,
 )
-from glacierd.operations.retrieval import apply_state, archive_ref
+from glacierd.operations.retrieval import request_archive
 from glacierd.operations.snapshot import take_snapshot
 from glacierd.sources import attachments
 from glacierd.sources.database_restore import restore_dump
@@ -221,24 +221,8 @@ class RestoreDriver:
     async def _request_missing(self, r: dict[str, Any]) -> None:
         """Ask for every needed archive that is neither retrieved nor on its way."""
         ctx = self.ctx
-        tier = r["options"].get("tier")
-        now = datetime.now(UTC)
         for a in await rq.archives(ctx.catalog.pool, ctx.catalog, r["id"]):
-            if a["retrieval_status"] == "available" or (
-                a["retrieval_status"] == "ready" and aq.expired(a, now)
-            ):
-                marked = await aq.transition(
-                    ctx.catalog.pool,
-                    ctx.catalog,
-                    a["id"],
-                    "pending",
-                    retrieval_tier=tier or ctx.store.default_tier,
-                    retrieval_requested_at=now,
-                )
-                state = await ctx.store.request_retrieval(archive_ref(a), tier)
-                await apply_state(ctx, marked or a, state, source="restore")
-            elif a["retrieval_status"] == "ready" and ctx.fetcher is not None:
-                ctx.fetcher.enqueue(a["id"])
+            await request_archive(ctx, a, r["options"].get("tier"), source="restore")
 
     async def _retrieving(self, r: dict[str, Any], rlog: Any) -> str:
         rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])

@@ -89,48 +89,58 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
     Files already on disk are never retrieved (as in the original engine). Archives already
     pending, ready or local are left as they are, so calling this twice is harmless.
     """
-    pool, cat = ctx.catalog.pool, ctx.catalog
     _, rows = await completed_backup(ctx, backup_id, "retrieved")
     present = await asyncio.to_thread(on_disk, ctx.config.files.root, rows)
     counts = {"requested": 0, "already": 0, "on_disk": len(present), "ready": 0}
-    now = datetime.now(UTC)
     for row in rows:
         if row["id"] in present:
             continue
-        if row["retrieval_status"] in ("pending", "local") or (
-            row["retrieval_status"] == "ready" and not aq.expired(row, now)
-        ):
+        state = await request_archive(ctx, row, tier, source="request")
+        if state is None:
             counts["already"] += 1
-            if row["retrieval_status"] == "ready" and ctx.fetcher is not None:
-                ctx.fetcher.enqueue(row["id"])
-            continue
-        # Mark it pending before asking: a store that finishes at once may notify us (SNS)
-        # before RestoreObject even returns, and that news must find the archive pending.
-        marked = await aq.transition(
-            pool,
-            cat,
-            row["id"],
-            "pending",
-            retrieval_tier=tier or ctx.store.default_tier,
-            retrieval_requested_at=now,
-            retrieval_error=None,
-        )
-        try:
-            state = await ctx.store.request_retrieval(archive_ref(row), tier)
-        except BaseException:
-            if marked is not None:
-                await aq.transition(
-                    pool,
-                    cat,
-                    row["id"],
-                    "available",
-                    retrieval_error="the retrieval request failed",
-                )
-            raise
-        await apply_state(ctx, marked or row, state, source="request")
-        counts["ready" if state.status == "ready" else "requested"] += 1
+        else:
+            counts["ready" if state.status == "ready" else "requested"] += 1
     log.info("backup.retrieval_requested", backup_id=backup_id, tier=tier, **counts)
     return {"id": backup_id, "tier": tier, **counts}
+
+
+async def request_archive(
+    ctx: Context, row: dict[str, Any], tier: str | None, source: str
+) -> RetrievalState | None:
+    """Ask the store for one archive unless it is already pending, ready or local (None).
+
+    Used by the retrieve verb and by restores alike. A ready archive is (re)handed to the
+    fetcher instead of being requested again.
+    """
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    now = datetime.now(UTC)
+    if row["retrieval_status"] in ("pending", "local") or (
+        row["retrieval_status"] == "ready" and not aq.expired(row, now)
+    ):
+        if row["retrieval_status"] == "ready" and ctx.fetcher is not None:
+            ctx.fetcher.enqueue(row["id"])
+        return None
+    # Mark it pending before asking: a store that finishes at once may notify us (SNS)
+    # before RestoreObject even returns, and that news must find the archive pending.
+    marked = await aq.transition(
+        pool,
+        cat,
+        row["id"],
+        "pending",
+        retrieval_tier=tier or ctx.store.default_tier,
+        retrieval_requested_at=now,
+        retrieval_error=None,
+    )
+    try:
+        state = await ctx.store.request_retrieval(archive_ref(row), tier)
+    except BaseException:
+        if marked is not None:
+            await aq.transition(
+                pool, cat, row["id"], "available", retrieval_error="the retrieval request failed"
+            )
+        raise
+    await apply_state(ctx, marked or row, state, source=source)
+    return state
 
 
 class Poller:
