@@ -17,7 +17,7 @@ from tests import pg
 from tests.daemon import Daemon, free_port
 
 # Shared AWS fixtures, registered once so each session-scoped server starts once.
-pytest_plugins = ["tests.aws_fixtures", "tests.moto_glacier"]
+pytest_plugins = ["tests.aws_fixtures", "tests.moto_glacier", "tests.small_fs"]
 
 
 def _ensure_postgres() -> None:
