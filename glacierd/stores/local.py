@@ -4,11 +4,20 @@ With ``retrieval_delay_seconds`` above zero it behaves like Glacier: an archive 
 read after a retrieval was requested and the delay has passed, and the readable copy
 expires after ``retrieval_days``. Retrieval state lives in small JSON files under
 ``.retrievals/`` so it survives a daemon restart, like a real Glacier retrieval does.
+
+Layout. A key is a relative path in the vault (``files/ab/cd``), so the vault stays
+browsable. A key with a segment too long for one file name (NAME_MAX, 255 bytes, less the
+room a temporary name needs) lives under ``.long/<SHA-256 of the key>`` instead, with the
+key itself beside it in ``<digest>.key`` so ``list`` can name it. A retrieval marker is
+``.retrievals/<SHA-256 of the key>.json`` (the key is also inside): one fixed-length name
+per key, so no two keys share one. Every object, marker and key file is written through a
+temporary file and a rename, 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -28,6 +37,19 @@ from glacierd.stores.base import (
 )
 
 _RETRIEVALS = ".retrievals"
+_LONG = ".long"
+_RESERVED = (_RETRIEVALS, _LONG)
+# A segment longer than this goes to .long/: it plus the temporary name's ".", and
+# ".glacierd-partial" must fit in NAME_MAX (keys up to this length always lived in place).
+_MAX_SEGMENT = 255 - 1 - len(PARTIAL_SUFFIX)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 class LocalStore(Store):
@@ -64,10 +86,14 @@ class LocalStore(Store):
         pure = PurePosixPath(key)
         if pure.is_absolute() or ".." in pure.parts or not pure.parts:
             raise StoreError(f"store key {key!r} is not a relative path inside the vault.")
+        if pure.parts[0] in _RESERVED:
+            raise StoreError(f"store key {key!r} uses a name the local vault reserves.")
+        if any(len(os.fsencode(part)) > _MAX_SEGMENT for part in pure.parts):
+            return self.root / _LONG / _digest(key)
         return self.root.joinpath(*pure.parts)
 
     def _marker(self, key: str) -> Path:
-        return self.root / _RETRIEVALS / (key.replace("/", "%2F") + ".json")
+        return self.root / _RETRIEVALS / f"{_digest(key)}.json"
 
     async def _upload(
         self,
@@ -78,7 +104,11 @@ class LocalStore(Store):
         size_hint: int | None,
         digest: Digest,
     ) -> tuple[str, str | None]:
-        await write_atomically(self._path(key), chunks)
+        path = self._path(key)
+        if path.parent.name == _LONG:
+            # The key first, so that listing never meets an object it cannot name.
+            await write_atomically(path.with_name(path.name + ".key"), _one(key.encode()))
+        await write_atomically(path, chunks)
         return key, "LOCAL_ARCHIVE" if self.archival else "LOCAL"
 
     async def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
@@ -116,14 +146,14 @@ class LocalStore(Store):
         now = datetime.now(UTC)
         ready_at = now + self.delay
         marker = {
+            "key": archive.key,
             "requested_at": now.isoformat(),
             "ready_at": ready_at.isoformat(),
             "expires_at": (ready_at + timedelta(days=self.days)).isoformat(),
             "tier": tier or "Standard",
         }
-        path = self._marker(archive.key)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(path.write_text, json.dumps(marker))
+        # Atomic: a crash or a full disk leaves the old marker or none, never half of one.
+        await write_atomically(self._marker(archive.key), _one(json.dumps(marker).encode()))
         return await self.retrieval_status(archive)
 
     async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
@@ -146,14 +176,18 @@ class LocalStore(Store):
         return {"Expedited": delay, "Standard": delay, "Bulk": delay}
 
     async def delete(self, archive: ArchiveRef) -> None:
-        await asyncio.to_thread(self._path(archive.key).unlink, missing_ok=True)
+        path = self._path(archive.key)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        if path.parent.name == _LONG:
+            await asyncio.to_thread(path.with_name(path.name + ".key").unlink, missing_ok=True)
         await asyncio.to_thread(self._marker(archive.key).unlink, missing_ok=True)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
         def walk() -> list[ListedObject]:
             found = []
             for dirpath, dirnames, filenames in os.walk(self.root):
-                dirnames[:] = [d for d in dirnames if d != _RETRIEVALS]
+                top = Path(dirpath) == self.root
+                dirnames[:] = [d for d in dirnames if not (top and d in _RESERVED)]
                 for name in filenames:
                     if name.endswith(PARTIAL_SUFFIX):
                         continue
@@ -161,6 +195,12 @@ class LocalStore(Store):
                     key = full.relative_to(self.root).as_posix()
                     if key.startswith(prefix):
                         found.append(ListedObject(key, full.stat().st_size))
+            long_dir = self.root / _LONG
+            for keyfile in long_dir.glob("*.key") if long_dir.is_dir() else []:
+                obj = keyfile.with_suffix("")
+                key = keyfile.read_text()
+                if obj.is_file() and key.startswith(prefix):
+                    found.append(ListedObject(key, obj.stat().st_size))
             return sorted(found, key=lambda o: o.key)
 
         for obj in await asyncio.to_thread(walk):
