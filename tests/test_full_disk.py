@@ -49,6 +49,7 @@ async def test_a_write_that_fills_the_disk_removes_its_temporary_file(
     with pytest.raises(OSError) as raised:
         await write_atomically(disk / "sub" / "big.bin", stream(4 * MIB, chunk))
     assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(disk / "sub" / "big.bin")  # says where
     assert everything(disk) == ["sub"]  # no ".big.bin.glacierd-partial"
     assert free_bytes(disk) == free_before
     # The disk is usable again at once: the next write fits.
@@ -146,3 +147,28 @@ async def test_files_glacierd_writes_for_itself_are_private_whatever_the_umask(
     assert len(written) == 1 + 2 * len(rows) + len(rows)  # objects and retrieval markers
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_the_daemon_sweeps_what_a_crash_left_in_state_dir_at_start(
+    daemon_factory: Callable[..., Any], make_settings: Callable[..., dict], tmp_path: Path
+):
+    state = tmp_path / "state"
+    leftovers = [
+        state / "snapshots" / ".snapshot-20260101T000000000000Z.dump.glacierd-partial",
+        state / "fetched" / ".archive-7.glacierd-partial",
+        state / "work" / "restore-4242.list",
+    ]
+    kept = [
+        state / "snapshots" / "snapshot-20260101T000000000000Z.dump",  # a finished one
+        state / "fetched" / "archive-7",
+        state / "vault" / "files" / "x",  # the local vault is the store's business
+    ]
+    for path in leftovers + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1000))
+    d = daemon_factory(make_settings())
+    assert [p for p in leftovers if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+    [swept] = [e for e in d.events() if e.get("event") == "recovery.state_swept"]
+    assert swept["count"] == 3
+    assert d.stop() == 0

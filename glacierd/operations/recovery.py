@@ -13,6 +13,7 @@ from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup import remove_unfinished
 from glacierd.operations.inventory import purge_archives
+from glacierd.operations.state_sweep import sweep_state_dir
 from glacierd.stores.base import StoreError
 
 log = structlog.get_logger("glacierd.recovery")
@@ -25,6 +26,7 @@ INTERRUPTED = (
 
 async def recover_interrupted(ctx: Context) -> list[int]:
     """Mark interrupted backups failed; returns their ids. Skips if another process is busy."""
+    await sweep_state_dir(ctx.config.state_dir)
     try:
         async with operation_lock(ctx.catalog, "recovery"):
             ids = await q.running_backups(ctx.catalog.pool, ctx.catalog)

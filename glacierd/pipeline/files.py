@@ -82,6 +82,16 @@ def create_private(path: Path, mode: int = PRIVATE_FILE) -> int:
     return fd
 
 
+def naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (os.write errors name no
+    file, and "No space left on device" must say where)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    named = OSError(exc.errno, exc.strerror, str(path))
+    named.__cause__ = exc
+    return named
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Blocking: write every byte (os.write may write fewer than asked)."""
     view = memoryview(data)
@@ -122,11 +132,15 @@ async def write_atomically(
         else:
             await asyncio.to_thread(os.link, tmp, dest)
             await asyncio.to_thread(discard, tmp)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             _close_quietly(fd)
         # Shielded: a cancelled write (shutdown) still removes its temporary file.
         await asyncio.shield(asyncio.to_thread(discard, tmp))
+        if isinstance(exc, OSError):
+            named = naming(exc, dest)
+            if named is not exc:
+                raise named from exc
         raise
     return size
 
