@@ -170,6 +170,7 @@ class RestoreConfig:
     snapshot_keep: int = 3
     terminate_connections: bool = False
     lock_timeout_seconds: float = 30.0
+    compare: str = "size"  # how a file on disk is matched with its archive: size | sha256
 
 
 @dataclass(frozen=True)
@@ -554,6 +555,7 @@ def _load_restore(root: _Section) -> RestoreConfig:
         snapshot_keep=sec.positive("snapshot_keep", int, 3),
         terminate_connections=sec.get("terminate_connections", bool, False),
         lock_timeout_seconds=sec.positive("lock_timeout_seconds", float, 30.0),
+        compare=sec.choice("compare", ("size", "sha256"), "size"),
     )
     sec.check_unknown()
     return cfg

@@ -313,7 +313,7 @@ async def test_killed_pg_restore_changes_nothing(
         assert "pg_restore exited with code -9" in view["error"]
         assert "the database was not changed" in view["error"]
         raw = await rq.get(ctx.catalog.pool, ctx.catalog, view["id"])
-        assert raw is not None and raw["steps"]["files_placed"] == ["ab/cd/abcd1234"]
+        assert raw is not None and list(raw["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
 
 
 async def test_a_broken_object_rolls_the_whole_restore_back(
@@ -518,7 +518,7 @@ async def test_a_damaged_stored_archive_fails_the_restore_after_three_downloads(
         assert view["steps"] == {}
 
 
-async def test_files_are_put_back_never_overwritten_and_orphans_moved_aside(
+async def test_files_are_put_back_changed_ones_replaced_and_orphans_moved_aside(
     app_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
 ):
     orphan_dir = tmp_path / "orphans"
@@ -530,7 +530,8 @@ async def test_files_are_put_back_never_overwritten_and_orphans_moved_aside(
 
         (files_root / "ab/cd/abcd1234").unlink()  # missing: put back
         shutil.rmtree(files_root / "deep")  # missing with its folders: put back
-        (files_root / "ab/ef/abef5678").write_bytes(b"different size, kept")  # never overwritten
+        # Changed: moved to the orphan folder (never deleted) and replaced by the archive.
+        (files_root / "ab/ef/abef5678").write_bytes(b"different size, moved aside")
         (files_root / "cache_free_name.txt").write_bytes(b"HELLO\n")  # same size: "exists"
         (files_root / "new.txt").write_text("a new orphan\n")
         (files_root / "x" / "y" / "z").mkdir(parents=True)
@@ -541,15 +542,21 @@ async def test_files_are_put_back_never_overwritten_and_orphans_moved_aside(
 
         view = restored(await restore(ctx, b1, database=False))
 
-        assert view["steps"]["files"] == {"placed": 2}
+        assert view["steps"]["files"] == {
+            "placed": 2,
+            "replaced": 1,
+            "replaced_paths": ["ab/ef/abef5678"],
+            "replaced_moved_to": str(orphan_dir),
+        }
         assert view["steps"]["orphans"]["moved"] == 3
         assert disk(files_root) == {
             "ab/cd/abcd1234": archived["ab/cd/abcd1234"],
-            "ab/ef/abef5678": b"different size, kept",
+            "ab/ef/abef5678": archived["ab/ef/abef5678"],
             "cache_free_name.txt": b"HELLO\n",
             "deep/er/keep.bin": archived["deep/er/keep.bin"],
         }
         assert disk(orphan_dir) == {
+            "ab/ef/abef5678": b"different size, moved aside",
             "new.txt": b"an earlier orphan\n",
             "new.txt.1": b"a new orphan\n",
             "x/y/z/orphan.bin": b"nested orphan",
@@ -714,7 +721,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
     archived = disk(files_root)
     if how == "killed":
 
-        async def no_cleanup(root: Path, relpaths: list[str]) -> None:
+        async def no_cleanup(placement: object) -> None:
             return None
 
         monkeypatch.setattr(restore_module, "remove_placed", no_cleanup)
@@ -743,7 +750,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         interrupted = await rq.get(ctx.catalog.pool, ctx.catalog, rid)
         assert interrupted is not None and interrupted["state"] == "restoring"
         assert "database" not in interrupted["steps"]
-        assert interrupted["steps"]["files_placed"] == ["ab/cd/abcd1234"]
+        assert list(interrupted["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
         snapshot = interrupted["steps"]["snapshot"]
         (await capture(rich_db)).assert_same(before_restore)  # rolled back
         assert (files_root / "ab/cd/abcd1234").exists() == (how == "killed")
@@ -756,4 +763,4 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         assert snap["id"] == snapshot["id"]
         (await capture(rich_db)).assert_same(at_backup)
         assert disk(files_root) == archived
-        assert view["steps"]["files"] == {"placed": 1}
+        assert view["steps"]["files"]["placed"] == 1

@@ -24,6 +24,8 @@ class NewArchive:
     store_key: str
     path: str | None
     size: int | None
+    mode: int | None = None  # a file's permission bits at backup time
+    mtime_ns: int | None = None  # a file's modification time at backup time
 
 
 async def create_backup(db: Conn, catalog: Catalog, trigger: str, database_name: str | None) -> int:
@@ -63,15 +65,19 @@ async def insert_archives(
     if not rows:
         return []
     records = await db.fetch(
-        f"INSERT INTO {catalog.q}.archives (kind, store_name, store_key, path, size, created_by) "
-        "SELECT k, $1, sk, p, s, $2 FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) "
-        "WITH ORDINALITY AS t(k, sk, p, s, n) ORDER BY n RETURNING id",
+        f"INSERT INTO {catalog.q}.archives "
+        "(kind, store_name, store_key, path, size, created_by, mode, mtime_ns) "
+        "SELECT k, $1, sk, p, s, $2, m, mt FROM unnest($3::text[], $4::text[], $5::text[], "
+        "$6::bigint[], $7::integer[], $8::bigint[]) "
+        "WITH ORDINALITY AS t(k, sk, p, s, m, mt, n) ORDER BY n RETURNING id",
         store_name,
         backup_id,
         [r.kind for r in rows],
         [r.store_key for r in rows],
         [r.path for r in rows],
         [r.size for r in rows],
+        [r.mode for r in rows],
+        [r.mtime_ns for r in rows],
     )
     return [r["id"] for r in records]
 

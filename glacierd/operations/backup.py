@@ -29,8 +29,10 @@ from glacierd.context import Context
 from glacierd.operations.errors import describe_error
 from glacierd.pipeline.files import read_chunks
 from glacierd.sources import attachments
+from glacierd.sources.attachments import on_disk_path
 from glacierd.sources.database import PgDump, check_pg_dump, list_tables
 from glacierd.stores.base import ArchiveRef
+from glacierd.stores.keys import file_key
 
 log = structlog.get_logger("glacierd.backup")
 _BATCH = 500
@@ -197,7 +199,14 @@ async def _backup(
             else:
                 referenced.append(prior.archive_id)
         rows = [
-            q.NewArchive("file", _file_key(e.path, e.path in known, backup_id), e.path, e.size)
+            q.NewArchive(
+                "file",
+                _file_key(e.path, e.path in known, backup_id),
+                e.path,
+                e.size,
+                mode=e.mode,
+                mtime_ns=e.mtime_ns,
+            )
             for e in new
         ]
         ids = await q.insert_archives(pool, cat, backup_id, store.name, rows)
@@ -241,7 +250,7 @@ async def _backup(
 def _file_key(path: str, rearchived: bool, backup_id: int) -> str:
     # The path stays readable in the key so the store alone tells what it holds; a file
     # archived again (its size changed) gets a suffix so both versions coexist.
-    return f"files/{path}@backup{backup_id}" if rearchived else f"files/{path}"
+    return file_key(path, f"@backup{backup_id}" if rearchived else "")
 
 
 async def _upload_files(
@@ -261,7 +270,10 @@ async def _upload_files(
         assert row.path is not None
         try:
             res = await store.put(
-                row.store_key, read_chunks(root / row.path), kind="file", size_hint=row.size
+                row.store_key,
+                read_chunks(on_disk_path(root, row.path)),
+                kind="file",
+                size_hint=row.size,
             )
         except FileNotFoundError:
             blog.warning(

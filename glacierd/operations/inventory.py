@@ -15,6 +15,7 @@ from glacierd.catalog import status
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError
+from glacierd.sources.attachments import file_state, on_disk_path
 from glacierd.stores.base import ArchiveRef
 
 log = structlog.get_logger("glacierd.inventory")
@@ -59,20 +60,23 @@ async def list_backups(ctx: Context, limit: int = 100) -> list[dict[str, Any]]:
     return [backup_summary(r) for r in rows]
 
 
-def on_disk(root: Path | None, archives: list[dict[str, Any]]) -> set[int]:
-    """Ids of file archives whose file is on disk with the archived size (status exists)."""
+def file_states(
+    root: Path | None, archives: list[dict[str, Any]], compare: str = "size"
+) -> dict[int, str]:
+    """Blocking: for each file archive, whether its file is ``missing``, the ``same``
+    (status exists) or ``differs`` — by size, or also by SHA-256 when ``compare`` says so."""
     if root is None:
-        return set()
-    present = set()
-    for a in archives:
-        if a["kind"] != "file":
-            continue
-        try:
-            if (root / a["path"]).stat().st_size == a["size"]:
-                present.add(a["id"])
-        except OSError:
-            continue
-    return present
+        return {}
+    return {
+        a["id"]: file_state(on_disk_path(root, a["path"]), a["size"], a["sha256"], compare)
+        for a in archives
+        if a["kind"] == "file"
+    }
+
+
+def on_disk(root: Path | None, archives: list[dict[str, Any]], compare: str = "size") -> set[int]:
+    """Ids of file archives whose file is on disk and matches (status exists)."""
+    return {i for i, state in file_states(root, archives, compare).items() if state == "same"}
 
 
 async def completed_backup(

@@ -12,12 +12,14 @@ Nothing changes before every needed archive is local and its SHA-256 verified ag
 disk. Inside "restoring", under the operation lock shared with backups:
 
 1. a safety snapshot of the current database (unless restore.snapshot = false);
-2. missing files are put back (never overwriting anything);
+2. files are made to match the backup: missing ones put back, changed ones moved to the
+   orphan folder and replaced (operations/restore_files.py, which records what it changes);
 3. the database is restored in one transaction (sources/database_restore.py);
 4. files the restored backup does not reference are moved to the orphan folder.
 
-If step 3 fails, the files step 2 created are removed again, so the request ends failed
-with the database and the files as they were.
+If step 2 or 3 fails, step 2 is taken back exactly (only files this restore wrote are
+removed, replaced ones come back), so the request ends failed with the database and the
+files as they were.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ from glacierd.catalog import restores as rq
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
-from glacierd.operations.inventory import NotFoundError, completed_backup, on_disk
+from glacierd.operations.inventory import NotFoundError, completed_backup, file_states
 from glacierd.operations.restore_files import (
+    ArchivedFile,
+    FilePlacement,
     move_orphans,
-    place_files,
     remove_placed,
-    safe_destination,
     unsafe_paths,
 )
 from glacierd.operations.retrieval import request_archive
@@ -69,14 +71,19 @@ async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) ->
     backup, rows = await completed_backup(ctx, backup_id, "restored")
     root = ctx.config.files.root
     files = [a for a in rows if a["kind"] == "file"]
-    present = await asyncio.to_thread(on_disk, root, files)
+    compare = ctx.config.restore.compare
+    states = await asyncio.to_thread(file_states, root, files, compare)
+    present = {i for i, state in states.items() if state == "same"}
     needed = [a for a in rows if a["kind"] == "database"] if options["database"] else []
     refused: list[str] = []
+    to_replace: list[str] = []
     if options["files"] and root is not None:
         # Every path is checked, even where something lies already: "../x" must not pass
         # as "exists" because a file outside the root happens to have the archived size.
         refused = await asyncio.to_thread(unsafe_paths, root, [a["path"] for a in files])
+        # Missing files and files that differ from their archive (moved aside, replaced).
         needed += [a for a in files if a["id"] not in present]
+        to_replace = [a["path"] for a in files if states.get(a["id"]) == "differs"]
     orphans: list[str] = []
     if options["files"] and root is not None:
         walked = await attachments.walk(root)
@@ -99,6 +106,11 @@ async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) ->
         },
         "database_bytes": sum(a["size"] or 0 for a in needed if a["kind"] == "database"),
         "files_on_disk": len(present),
+        "files_to_replace": {
+            "count": len(to_replace),
+            "paths": to_replace[:1000],
+            "compare": compare,
+        },
         "orphans": {
             "count": len(orphans),
             "paths": orphans[:1000],
@@ -295,19 +307,22 @@ class RestoreDriver:
                 snap = await take_snapshot(ctx, reason=f"before restore {r['id']}")
                 await rq.mark_step(pool, cat, r["id"], "snapshot", snap)
                 rlog.info("restore.snapshot_taken", **snap)
-            placed: list[str] = []
+            placement: FilePlacement | None = None
             if options["files"] and root is not None and "files" not in steps:
-                to_place = [(a["path"], Path(a["local_path"])) for a in rows if a["kind"] == "file"]
-                # Recorded before any file is written, so a failure — even after a restart,
-                # when these files look "existing" — takes back exactly what this request
-                # put in place.
-                missing = await asyncio.to_thread(_missing, root, [p for p, _ in to_place])
-                placed = list(dict.fromkeys(steps.get("files_placed", []) + missing))
-                await rq.mark_step(pool, cat, r["id"], "files_placed", placed)
-                await place_files(root, to_place)
-            if options["database"] and "database" not in steps:
-                assert dump is not None
-                try:
+                placement = FilePlacement(
+                    root,
+                    cfg.files.orphan_dir,
+                    compare=cfg.restore.compare,
+                    record=steps.get("files_placed"),
+                    save=lambda record: rq.mark_step(pool, cat, r["id"], "files_placed", record),
+                )
+            placed, info = None, None
+            try:
+                if placement is not None:
+                    files = [ArchivedFile.from_row(a) for a in rows if a["kind"] == "file"]
+                    placed = await placement.place(files)
+                if options["database"] and "database" not in steps:
+                    assert dump is not None
                     info = await restore_dump(
                         dump=dump,
                         conninfo=cfg.database.conninfo,
@@ -319,15 +334,21 @@ class RestoreDriver:
                         lock_timeout_seconds=cfg.restore.lock_timeout_seconds,
                         terminate_connections=cfg.restore.terminate_connections,
                     )
-                except BaseException:
-                    # All or nothing: take back the files this request put in place.
-                    if root is not None and placed:
-                        await asyncio.shield(remove_placed(root, placed))
-                    raise
+            except BaseException:
+                # All or nothing: a failed files step or database step takes back exactly
+                # what this request changed in the files root (see restore_files.py).
+                if placement is not None:
+                    await asyncio.shield(remove_placed(placement))
+                raise
+            if info is not None:
                 await rq.mark_step(pool, cat, r["id"], "database", info)
                 rlog.info("restore.database_restored", **info)
-            if options["files"] and root is not None and "files" not in steps:
-                await rq.mark_step(pool, cat, r["id"], "files", {"placed": len(placed)})
+            if placed is not None:
+                summary = placed.summary(cfg.files.orphan_dir)
+                await rq.mark_step(pool, cat, r["id"], "files", summary)
+                rlog.info(
+                    "restore.files_restored", placed=summary["placed"], replaced=summary["replaced"]
+                )
             if options["files"] and root is not None and "orphans" not in steps:
                 try:
                     await self._move_orphans(r, root, rlog)
@@ -378,10 +399,6 @@ class RestoreDriver:
             return Path(snap["path"])
         db = [a for a in rows if a["kind"] == "database"]
         return Path(db[0]["local_path"]) if db else None
-
-
-def _missing(root: Path, relpaths: list[str]) -> list[str]:
-    return [p for p in relpaths if not os.path.lexists(safe_destination(root, p))]
 
 
 async def _check_orphan_dir(orphan_dir: Path | None) -> None:
