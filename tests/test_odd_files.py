@@ -21,7 +21,7 @@ from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import Fetcher
-from glacierd.operations.restore import RestoreDriver, restore_view, start_restore
+from glacierd.operations.restore import RestoreDriver, RestoreFailed, restore_view, start_restore
 from glacierd.sources import attachments
 from tests.aws_fixtures import REGION
 
@@ -288,3 +288,21 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_a_symlink_loop_on_a_restore_path_is_refused_with_a_reason(
+    make_settings: Callable[..., dict], files_root: Path
+):
+    async with open_context(config_from_dict(make_settings())) as ctx:
+        summary = await run_backup(ctx, "test")
+        (files_root / "ab/cd/abcd1234").unlink()
+        (files_root / "ab/cd").rmdir()
+        (files_root / "ab/cd").symlink_to("cd")  # the folder is now a loop
+        with pytest.raises(RestoreFailed) as raised:
+            await start_restore(
+                ctx,
+                int(summary["backup_id"]),
+                {"tier": None, "database": False, "files": True, "dry_run": False},
+            )
+    assert "'ab/cd/abcd1234' passes through a symlink loop" in str(raised.value)
+    assert "nothing was changed" in str(raised.value)

@@ -71,7 +71,8 @@ async def plan_restore(ctx: Context, backup_id: int, options: dict[str, Any]) ->
     backup, rows = await completed_backup(ctx, backup_id, "restored")
     root = ctx.config.files.root
     files = [a for a in rows if a["kind"] == "file"]
-    compare = ctx.config.restore.compare
+    # Hashing every file (compare = "sha256") only when the files are to be restored.
+    compare = ctx.config.restore.compare if options["files"] else "size"
     states = await asyncio.to_thread(file_states, root, files, compare)
     present = {i for i, state in states.items() if state == "same"}
     needed = [a for a in rows if a["kind"] == "database"] if options["database"] else []

@@ -376,8 +376,11 @@ class FilePlacement:
                         reason="a new file is at the path now",
                     )
                 else:
-                    _move(Path(entry.moved_to), dest)
-                    put_back += 1
+                    try:
+                        _move(Path(entry.moved_to), dest)
+                        put_back += 1
+                    except FileExistsError:  # written there this very moment: keep theirs
+                        kept += 1
         for rel in sorted(self.dirs, key=lambda d: d.count("/"), reverse=True):
             with contextlib.suppress(OSError):  # not empty: someone put files there
                 os.rmdir(self.root / rel)
@@ -420,20 +423,46 @@ def _free_name(target: Path, taken: set[str] | None = None) -> Path:
 
 
 def _move(source: Path, target: Path) -> None:
-    """Move a file (or a folder) to ``target``: a rename on one filesystem, else copy and
-    remove — never a loss: the source goes only once the copy is complete."""
+    """Move a file (or a folder) to ``target`` without ever replacing what is there: a hard
+    link then an unlink on one filesystem, a complete copy first across filesystems — the
+    source goes only once the target is complete. Raises FileExistsError if ``target``
+    exists."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(source) and not os.path.islink(source):
+        _move_folder(source, target)
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)  # create-only: never replaces
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # the orphan folder is on another filesystem
+            tmp = partial_path(target)
+            try:
+                shutil.copy2(source, tmp, follow_symlinks=False)
+                os.link(tmp, target, follow_symlinks=False)
+            finally:
+                discard(tmp)
+        elif exc.errno in (errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EMLINK):
+            # No hard link here (fs.protected_hardlinks forbids linking another user's
+            # file; some filesystems have none): a rename, after checking the target.
+            if os.path.lexists(target):
+                raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+            os.rename(source, target)
+            return
+        else:
+            raise
+    os.unlink(source)
+
+
+def _move_folder(source: Path, target: Path) -> None:
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "exists", str(target))
     try:
         os.rename(source, target)  # same filesystem: atomic
     except OSError as exc:
-        if exc.errno != errno.EXDEV:  # the orphan folder is on another filesystem
+        if exc.errno != errno.EXDEV:
             raise
-        if os.path.isdir(source) and not os.path.islink(source):
-            shutil.copytree(source, target, symlinks=True)
-            shutil.rmtree(source)
-        else:
-            shutil.copy2(source, target, follow_symlinks=False)
-            os.unlink(source)
+        shutil.copytree(source, target, symlinks=True)
+        shutil.rmtree(source)
 
 
 def _move_one(source: Path, orphan_root: Path, relpath: str) -> Path:
