@@ -24,6 +24,7 @@ from glacierd.operations.fetch import Fetcher
 from glacierd.operations.restore import RestoreDriver, RestoreFailed, restore_view, start_restore
 from glacierd.sources import attachments
 from tests.aws_fixtures import REGION
+from tests.small_fs import fill
 
 # Names as the kernel stores them: bytes. Each one must come back exactly.
 LATIN1 = b"caf\xe9.txt"  # not valid UTF-8 (a Latin-1 é)
@@ -306,3 +307,23 @@ async def test_a_symlink_loop_on_a_restore_path_is_refused_with_a_reason(
             )
     assert "'ab/cd/abcd1234' passes through a symlink loop" in str(raised.value)
     assert "nothing was changed" in str(raised.value)
+
+
+async def test_a_failure_on_an_odd_name_fails_the_restore_with_a_readable_reason(
+    make_settings: Callable[..., dict], small_fs: Callable[..., Path]
+):
+    root = small_fs("odd-root", "1m")
+    write_bytes_path(root, b"\xff-big.bin", os.urandom(300_000))
+    async with open_context(config_from_dict(make_settings(files={"root": str(root)}))) as ctx:
+        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        summary = await run_backup(ctx, "test")
+        os.unlink(os.fsencode(root) + b"/\xff-big.bin")
+        fill(root, leave=100_000)
+        started = await start_restore(
+            ctx,
+            int(summary["backup_id"]),
+            {"tier": None, "database": False, "files": True, "dry_run": False},
+        )
+        view = await drive(ctx, started["id"])
+    assert view["state"] == "failed"
+    assert f"No space left on device ({root}/%FF-big.bin)" in view["error"]

@@ -37,7 +37,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -99,6 +99,22 @@ def unsafe_paths(root: Path, relpaths: list[str]) -> list[str]:
         except UnsafePathError as exc:
             refused.append(str(exc))
     return refused
+
+
+@contextlib.contextmanager
+def errors_as_text() -> Iterator[None]:
+    """An OSError naming an odd file (a name that is not valid UTF-8) is re-raised with the
+    name escaped like a catalog path: its message goes into the catalog, the log and JSON,
+    which all need text."""
+    try:
+        yield
+    except OSError as exc:
+        names = [
+            catalog_path(n) if isinstance(n, str) else n for n in (exc.filename, exc.filename2)
+        ]
+        if names != [exc.filename, exc.filename2]:
+            raise OSError(exc.errno, exc.strerror, names[0], None, names[1]) from exc
+        raise
 
 
 # ---------------------------------------------------------------- placing files
@@ -224,6 +240,10 @@ class FilePlacement:
         }
 
     async def place(self, files: list[ArchivedFile]) -> PlacementResult:
+        with errors_as_text():
+            return await self._place(files)
+
+    async def _place(self, files: list[ArchivedFile]) -> PlacementResult:
         result = PlacementResult()
         pending: list[tuple[ArchivedFile, Path, Placed]] = []
         # 1. Temporary copies next to their destinations; nothing visible changes yet.
@@ -347,7 +367,8 @@ class FilePlacement:
 
     async def undo(self) -> dict[str, int]:
         """Take back what this restore changed; safe to call more than once."""
-        counts = await asyncio.to_thread(self._undo)
+        with errors_as_text():
+            counts = await asyncio.to_thread(self._undo)
         if any(counts.values()):
             log.warning("restore.files_undone", **counts)
         return counts
@@ -475,9 +496,10 @@ async def move_orphans(root: Path, orphan_root: Path, relpaths: list[str]) -> li
     """Move files the restored backup does not reference to ``orphan_root``, keeping their
     relative paths; an earlier orphan of the same name gets a ``.1``, ``.2``… sibling."""
     moved = []
-    for relpath in relpaths:
-        if await asyncio.to_thread(_move_if_present, root, orphan_root, relpath):
-            moved.append(relpath)
+    with errors_as_text():
+        for relpath in relpaths:
+            if await asyncio.to_thread(_move_if_present, root, orphan_root, relpath):
+                moved.append(relpath)
     return moved
 
 
