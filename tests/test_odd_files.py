@@ -23,6 +23,7 @@ from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.restore import RestoreDriver, RestoreFailed, restore_view, start_restore
 from glacierd.sources import attachments
+from glacierd.stores import keys as keys_module
 from tests.aws_fixtures import REGION
 from tests.small_fs import fill
 
@@ -37,6 +38,7 @@ NONCHAR = "nonchar-\uffff.txt".encode()  # valid UTF-8, but not allowed in XML 1
 PERCENT = b"50%off.pdf"
 LONG = b"\xff" * 200 + b".bin"  # 204 bytes: fine on disk, 3x longer once escaped
 LONG_UTF8 = ("\u00e9" * 120 + ".txt").encode()  # 244 bytes of valid UTF-8
+DEEP = b"/".join([b"d" * 200] * 6) + b"/deep.bin"  # 1,215 bytes: too long for an S3 key
 
 
 def odd_names() -> dict[bytes, bytes]:
@@ -51,6 +53,7 @@ def odd_names() -> dict[bytes, bytes]:
         PERCENT,
         LONG,
         LONG_UTF8,
+        DEEP,
         LATIN1_DIR + b"/" + NEWLINE,
         LATIN1_DIR + b"/inner.txt",
     ]
@@ -177,6 +180,7 @@ async def test_odd_names_are_archived_and_restored_byte_for_byte_and_loops_skipp
         for rel in odd:
             os.unlink(os.fsencode(files_root) + b"/" + rel)
         os.rmdir(os.fsencode(files_root) + b"/" + LATIN1_DIR)
+        os.removedirs(os.fsencode(files_root) + b"/" + os.path.dirname(DEEP))
         stray = b"stray-\xfe\n.bin"  # an odd orphan: moved aside under its own name
         write_bytes_path(files_root, stray, b"stray")
 
@@ -327,3 +331,17 @@ async def test_a_failure_on_an_odd_name_fails_the_restore_with_a_readable_reason
         view = await drive(ctx, started["id"])
     assert view["state"] == "failed"
     assert f"No space left on device ({root}/%FF-big.bin)" in view["error"]
+
+
+def test_file_keys_fit_in_an_s3_key_and_never_collide():
+    deep = attachments.catalog_path(os.fsdecode(DEEP))
+    escaped_long = attachments.catalog_path(os.fsdecode(LONG * 5))  # 3 KB once escaped
+    paths = [deep, escaped_long, "plain.txt", "%2F" + "0" * 64]
+    keys = [keys_module.file_key(p, "@backup123456") for p in paths]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        # S3's limit is 1,024 bytes with the prefix; leave room for a long one.
+        assert len(("some/long/prefix/" * 10 + key).encode()) <= 1024
+    assert keys[2] == "files/plain.txt@backup123456"  # short paths stay readable
+    # "%2F" opens only digest keys: a real path spelled that way is escaped first.
+    assert attachments.catalog_path("%2F" + "0" * 64).startswith("%252F")

@@ -78,9 +78,9 @@ def safe_destination(root: Path, relpath: str) -> Path:
     # Resolving the parent follows any symlinked folder on the way: it must stay inside.
     try:
         parent = dest.parent.resolve()
-    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop on Python 3.11
+    except (RuntimeError, OSError):  # RuntimeError: a symlink loop on Python 3.11
         raise UnsafePathError(
-            f"catalog path {relpath!r} passes through a symlink loop ({exc}); remove the loop"
+            f"catalog path {relpath!r} passes through a symlink loop; remove the loop"
         ) from None
     if not parent.is_relative_to(real_root):
         raise UnsafePathError(
