@@ -19,6 +19,7 @@ from aiohttp import web
 
 from glacierd import sdnotify
 from glacierd.api.control import control_app
+from glacierd.api.listener import connection_limit, quiet_accept_errors, start_listener
 from glacierd.api.sns import sns_app
 from glacierd.config import Config
 from glacierd.context import Context, open_context
@@ -33,17 +34,25 @@ log = structlog.get_logger("glacierd.service")
 
 
 async def _start_site(
-    app: web.Application, *, host: str | None, port: int | None, socket_path: str | None
+    app: web.Application,
+    listener: str,
+    *,
+    host: str | None,
+    port: int | None,
+    socket_path: str | None,
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site: web.BaseSite
-    if socket_path:
-        site = web.UnixSite(runner, socket_path)
-    else:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    return runner
+    """Start one listener with header/body timeouts and a connection cap (api/listener.py).
+    The public SNS listener gets a quarter of the descriptors at most, the loopback control
+    API an eighth: a flood on one never starves the other, the catalog or a backup."""
+    share, ceiling = (4, 512) if listener == "sns" else (8, 128)
+    return await start_listener(
+        app,
+        listener,
+        max_connections=connection_limit(share, ceiling),
+        host=host,
+        port=port,
+        socket_path=socket_path,
+    )
 
 
 def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
@@ -80,6 +89,7 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    quiet_accept_errors(loop)
 
     async with open_context(config) as ctx, contextlib.AsyncExitStack() as stack:
         interrupted = await recover_interrupted(ctx)
@@ -102,7 +112,7 @@ async def serve(config: Config) -> int:
         for section, app, host, port, socket_path in listeners:
             try:
                 runners.append(
-                    await _start_site(app, host=host, port=port, socket_path=socket_path)
+                    await _start_site(app, section, host=host, port=port, socket_path=socket_path)
                 )
             except OSError as exc:
                 where = socket_path or f"{host}:{port}"

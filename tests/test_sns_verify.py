@@ -160,8 +160,10 @@ async def fake_sns(signing_key: tuple[rsa.RSAPrivateKey, bytes]) -> AsyncIterato
             return web.Response(body=pem * 100)
         if request.path.endswith("garbage.pem"):
             return web.Response(text="not a certificate")
-        if request.path.endswith("missing.pem"):
+        if request.path.endswith("missing.pem") or "forged" in request.path:
             raise web.HTTPNotFound()
+        if request.path.endswith("unavailable.pem"):
+            raise web.HTTPServiceUnavailable()
         return web.Response(body=pem, content_type="application/x-pem-file")
 
     async def subscribe(request: web.Request) -> web.Response:
@@ -450,7 +452,10 @@ async def test_certificate_cache_is_bounded(fake_sns: FakeSns) -> None:
     [
         ("huge.pem", 403, "larger than"),
         ("garbage.pem", 403, "not a PEM"),
-        ("missing.pem", 502, "HTTP 404"),
+        # No such certificate on the SNS host: a forgery (SNS does not retry 4xx answers).
+        ("missing.pem", 403, "HTTP 404"),
+        # AWS's own trouble: 502, and SNS retries.
+        ("unavailable.pem", 502, "HTTP 503"),
     ],
 )
 async def test_bad_certificates_are_rejected(
@@ -460,6 +465,55 @@ async def test_bad_certificates_are_rejected(
         notification(SigningCertURL=f"https://sns.us-east-1.amazonaws.com/{name}"), fake_sns.key
     )
     await rejects(lambda: verifier.verify(msg), status, words)
+
+
+@pytest.mark.parametrize(("name", "status"), [("missing.pem", 403), ("unavailable.pem", 502)])
+async def test_failed_certificate_fetches_are_remembered(
+    fake_sns: FakeSns, name: str, status: int
+) -> None:
+    now = [1000.0]
+    async with aiohttp.ClientSession() as session:
+        v = SnsVerifier([TOPIC], session, cert_url_override=fake_sns.url, monotonic=lambda: now[0])
+        url = f"https://sns.us-east-1.amazonaws.com/{name}"
+        for message_id in "abc":
+            msg = sign(notification(SigningCertURL=url, MessageId=message_id), fake_sns.key)
+            await rejects(lambda m=msg: v.verify(m), status, "HTTP")
+        assert fake_sns.cert_hits == {f"/{name}": 1}
+        now[0] += 301  # remembered for a while (an outage less long than a forgery)
+        await rejects(lambda: v.verify(msg), status, "HTTP")
+        assert fake_sns.cert_hits == {f"/{name}": 2}
+
+
+async def test_certificate_fetches_are_limited_per_interval(fake_sns: FakeSns) -> None:
+    """200 forged messages naming 200 certificate URLs on the SNS host: 10 fetches."""
+    now = [1000.0]
+    async with aiohttp.ClientSession() as session:
+        v = SnsVerifier([TOPIC], session, cert_url_override=fake_sns.url, monotonic=lambda: now[0])
+
+        def forged(i: int) -> dict[str, Any]:
+            url = f"https://sns.us-east-1.amazonaws.com/SimpleNotificationService-forged{i}.pem"
+            return sign(notification(SigningCertURL=url), fake_sns.key)
+
+        statuses = Counter()
+        for i in range(200):
+            with pytest.raises(SnsError) as info:
+                await v.verify(forged(i))
+            statuses[info.value.status] += 1
+        assert sum(fake_sns.cert_hits.values()) == 10
+        # the fetched ones are forgeries (403); the rest were not fetched: 503, SNS retries
+        assert statuses == {403: 10, 503: 190}
+        await rejects(lambda: v.verify(forged(200)), 503, "in the last 60 s")
+
+        # A genuine certificate is still fetched once the interval has passed.
+        now[0] += 61
+        await v.verify(sign(notification(), fake_sns.key))
+        assert sum(fake_sns.cert_hits.values()) == 11
+
+
+async def test_deeply_nested_message_is_malformed() -> None:
+    await rejects(lambda: parse_message(b"[" * 60_000, None), 400, "nested deeper than")
+    inner = notification(Message="[" * 60_000)
+    await rejects(lambda: parse_events(inner["Message"]), 400, "nested deeper than")
 
 
 async def test_expired_certificate_is_rejected(fake_sns: FakeSns) -> None:

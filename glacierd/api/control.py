@@ -6,6 +6,8 @@ Handlers only parse the request and call an operation; errors are mapped in api/
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from glacierd.api.errors import (
     json_errors,
     path_id,
     read_json_object,
+    whole_number,
 )
 from glacierd.catalog import backups as q
 from glacierd.catalog import restores as restores_q
@@ -31,20 +34,42 @@ CTX = web.AppKey("ctx", Context)
 OPEN_PATHS = {"/health"}
 
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# Host: a loopback name or address, optionally with a port, and nothing else. Parsed whole:
+# "localhost:80@evil" or "localhost.evil" must not pass as "localhost".
+_HOST = re.compile(r"(?P<name>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _is_loopback_host(host: str) -> bool:
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    name = match["name"].lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @web.middleware
 async def local_clients_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse what a web page could send: browsers always add Origin to a POST, and a DNS
-    rebinding attack arrives with a foreign Host. curl and the CLI send neither."""
+    rebinding attack arrives with a foreign Host. curl and the CLI send neither. A request
+    target in absolute form ("GET http://host/path", as sent to a proxy) names a host of its
+    own, which HTTP says wins over the Host header: refused too."""
     if "Origin" in request.headers:
         return error_response(
             403, "requests from web browsers are refused; use curl or the glacierd CLI."
         )
+    if not request.raw_path.startswith("/"):
+        return error_response(
+            403,
+            "absolute request targets (as sent to a proxy) are refused; request the path "
+            "only, such as GET /health.",
+        )
     host = request.headers.get("Host", "localhost")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if name not in _LOCAL_HOSTS:
+    if not _is_loopback_host(host):
         return error_response(
             403, f"Host {host!r} is not a loopback name; address the API as 127.0.0.1."
         )
@@ -52,11 +77,15 @@ async def local_clients_only(request: web.Request, handler: Handler) -> web.Stre
 
 
 def bearer_auth(token: str | None) -> Handler:
+    expected = f"Bearer {token}".encode() if token else b""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token and request.path not in OPEN_PATHS:
-            sent = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            # aiohttp keeps undecodable header bytes as surrogates; encode them back so a
+            # stray 0xff byte is a wrong token (401), not an encoding error (500).
+            sent = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(sent, expected):
                 return error_response(
                     401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'."
                 )
@@ -91,10 +120,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def list_backups(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 0 < int(raw) <= 10000:
+    limit = whole_number(request.query.get("limit", "100"), 1, 10000)
+    if limit is None:
         return error_response(400, "limit must be a whole number from 1 to 10000.")
-    return web.json_response({"backups": await inventory.list_backups(request.app[CTX], int(raw))})
+    return web.json_response({"backups": await inventory.list_backups(request.app[CTX], limit)})
 
 
 async def create_backup(request: web.Request) -> web.Response:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from glacierd.api.errors import json_errors
+from glacierd.api.errors import BadRequest, BodyTimeout, json_errors, read_body
 from glacierd.context import Context
 from glacierd.notifications.dispatch import dispatch
 from glacierd.notifications.events import parse_events
-from glacierd.notifications.sns import SnsError, SnsVerifier, parse_message
+from glacierd.notifications.sns import (
+    SUBSCRIPTION_CONFIRMATION,
+    SnsError,
+    SnsVerifier,
+    parse_message,
+)
 
 log = structlog.get_logger("glacierd.sns")
 CTX = web.AppKey("ctx", Context)
@@ -24,19 +29,40 @@ MAX_BODY = 256 * 1024  # SNS messages are at most 256 KiB
 
 def _reject(request: web.Request, exc: SnsError) -> web.Response:
     log.warning("sns.rejected", status=exc.status, reason=exc.reason, peer=request.remote)
-    return web.json_response({"error": exc.reason, "status": exc.status}, status=exc.status)
+    response = web.json_response({"error": exc.reason, "status": exc.status}, status=exc.status)
+    if exc.status in (408, 413):
+        response.force_close()  # the rest of the body may still be on its way
+    return response
+
+
+async def _read(request: web.Request) -> bytes:
+    """The body, as an SnsError when it is too large or too slow (so it is logged as a
+    rejection like every other refused message)."""
+    try:
+        return await read_body(request)
+    except web.HTTPRequestEntityTooLarge:
+        raise SnsError(
+            413, f"SNS message body is larger than {MAX_BODY // 1024} KiB (SNS sends at most 256)"
+        ) from None
+    except BodyTimeout as exc:
+        raise SnsError(408, str(exc)) from None
+    except BadRequest as exc:
+        raise SnsError(400, str(exc)) from None
 
 
 async def receive(request: web.Request) -> web.Response:
-    body = await request.read()
+    verifier = request.app[VERIFIER]
     try:
+        body = await _read(request)
         msg = parse_message(body, request.headers.get("x-amz-sns-message-type"))
-        await request.app[VERIFIER].verify(msg)
+        await verifier.verify(msg)
+        if msg["Type"] == SUBSCRIPTION_CONFIRMATION:
+            # Verified just above: only the confirmation GET is left.
+            await verifier.confirm_verified(msg)
     except SnsError as exc:
         return _reject(request, exc)
     kind, topic = msg["Type"], msg["TopicArn"]
-    if kind == "SubscriptionConfirmation":
-        await request.app[VERIFIER].confirm_subscription(msg)
+    if kind == SUBSCRIPTION_CONFIRMATION:
         log.info("sns.subscription_confirmed", topic=topic)
         return web.json_response({"confirmed": True})
     if kind == "UnsubscribeConfirmation":

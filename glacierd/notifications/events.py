@@ -16,13 +16,13 @@ also a ``ValueError``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
+from glacierd import jsonsafe
 from glacierd.notifications.sns import SnsError
 
 JobStatus = Literal["InProgress", "Succeeded", "Failed"]
@@ -90,8 +90,8 @@ RetrievalEvent = VaultJobEvent | S3RestoreEvent | IgnoredEvent
 def parse_events(message: str) -> list[RetrievalEvent]:
     """Parse a Notification's ``Message`` into events (S3 may batch several records)."""
     try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
+        data = jsonsafe.loads(message)
+    except ValueError as exc:  # JSONDecodeError, JsonTooDeep
         raise EventParseError(f"notification message is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventParseError("notification message is not a JSON object")

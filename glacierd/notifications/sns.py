@@ -13,8 +13,14 @@ Python has no well-kept SNS verifier, so this module does what AWS's SDK verifie
    GETs its ``SubscribeURL`` (which must also be an SNS host).
 
 Every rejection is an ``SnsError`` whose ``status`` is the HTTP status to answer. SNS treats
-4xx answers as final and retries 5xx, so a bad or forged message gets 400/403 and a failure
-on our side of the wire (the certificate host did not answer) gets 502.
+4xx answers as final and retries 5xx, so a bad or forged message gets 400/403 (a certificate
+URL the SNS host answers 4xx for is a forgery: 403) and only a failure on our side of the wire
+(the certificate host did not answer, or answered 5xx) gets 502.
+
+A forger can name any number of certificate URLs on a real SNS host, each a fetch from here.
+So failed fetches are cached too (a repeated URL costs nothing), and at most
+``max_cert_fetches`` fetches start per ``cert_fetch_interval``; past that a message whose
+certificate is not cached gets 503 (SNS retries it later) without any outbound request.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +42,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from glacierd import jsonsafe
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +93,15 @@ DEFAULT_FETCH_TIMEOUT = 10.0
 #: SNS signing certificates are about 2 KB of PEM (a chain is a few KB); 64 KiB is generous.
 DEFAULT_MAX_CERT_BYTES = 64 * 1024
 DEFAULT_CERT_CACHE_SIZE = 32
+#: Certificate fetches allowed per interval (SNS uses one certificate per region, replaced
+#: every few years: a handful of URLs, each fetched once and cached).
+DEFAULT_MAX_CERT_FETCHES = 10
+DEFAULT_CERT_FETCH_INTERVAL = 60.0
+#: How long a failed certificate fetch is remembered: a refusal (4xx, not a certificate)
+#: longer than an outage (no answer, 5xx), after which AWS may well answer again.
+FORGED_CERT_TTL = 300.0
+UNREACHABLE_CERT_TTL = 30.0
+FAILED_CERT_CACHE_SIZE = 256
 #: Bytes of a ConfirmSubscription answer read (to find the SubscriptionArn).
 _MAX_CONFIRM_RESPONSE_BYTES = 64 * 1024
 
@@ -93,7 +110,8 @@ class SnsError(Exception):
     """An SNS message was rejected; ``status`` is the HTTP status to answer.
 
     400: malformed message; 403: not authentic or not for us; 502: we could not reach the
-    certificate or confirmation host (SNS will retry).
+    certificate or confirmation host (SNS will retry); 503: too many certificate fetches
+    lately (SNS will retry); 408/413: the body came too slowly or is too large.
     """
 
     def __init__(self, status: int, reason: str) -> None:
@@ -116,10 +134,10 @@ def parse_message(body: bytes, header_type: str | None) -> dict[str, Any]:
     Raises ``SnsError(400)`` on anything malformed. The signature is *not* checked here.
     """
     try:
-        msg = json.loads(body.decode("utf-8"))
+        msg = jsonsafe.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise SnsError(400, f"SNS message body is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, JsonTooDeep
         raise SnsError(400, f"SNS message body is not JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise SnsError(400, "SNS message body is not a JSON object")
@@ -234,6 +252,9 @@ class SnsVerifier:
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         max_cert_bytes: int = DEFAULT_MAX_CERT_BYTES,
         cert_cache_size: int = DEFAULT_CERT_CACHE_SIZE,
+        max_cert_fetches: int = DEFAULT_MAX_CERT_FETCHES,
+        cert_fetch_interval: float = DEFAULT_CERT_FETCH_INTERVAL,
+        monotonic: Callable[[], float] = time.monotonic,
         cert_url_override: str | None = None,
         subscribe_url_override: str | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -259,6 +280,12 @@ class SnsVerifier:
         # URL -> (public key, certificate not-valid-after); most recently used last.
         self._certs: OrderedDict[str, tuple[rsa.RSAPublicKey, datetime]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[rsa.RSAPublicKey, datetime]]] = {}
+        # URL -> (the rejection, monotonic time until which it stands); oldest first.
+        self._failed: OrderedDict[str, tuple[SnsError, float]] = OrderedDict()
+        self.max_cert_fetches = max(1, max_cert_fetches)
+        self.cert_fetch_interval = cert_fetch_interval
+        self._fetch_starts: deque[float] = deque()
+        self._monotonic = monotonic
 
     # -- public
 
@@ -307,11 +334,14 @@ class SnsVerifier:
         topic or its SubscribeURL is not an SNS https URL; ``SnsError(502)`` when the
         confirmation request fails.
         """
-        if msg.get("Type") != SUBSCRIPTION_CONFIRMATION:
-            raise SnsError(
-                400, f"SNS message of Type {msg.get('Type')!r} is not a SubscriptionConfirmation"
-            )
+        _require_confirmation(msg)
         await self.verify(msg)
+        return await self.confirm_verified(msg)
+
+    async def confirm_verified(self, msg: Mapping[str, Any]) -> str | None:
+        """GET the ``SubscribeURL`` of a ``SubscriptionConfirmation`` that ``verify`` accepted
+        (for a caller that verified the message already: the signature is checked once)."""
+        _require_confirmation(msg)
         url = msg["SubscribeURL"]
         check_sns_url(url, "SubscribeURL")
         target, headers = self._redirect(url, self.subscribe_url_override)
@@ -397,8 +427,15 @@ class SnsVerifier:
                 self._certs.move_to_end(url)
                 return key
             del self._certs[url]  # expired: fetch again, AWS may have replaced it
+        failed = self._failed.get(url)
+        if failed is not None:
+            error, until = failed
+            if self._monotonic() < until:
+                raise SnsError(error.status, f"{error.reason} (remembered; not fetched again)")
+            del self._failed[url]
         task = self._inflight.get(url)
         if task is None:
+            self._count_fetch(url)
             task = asyncio.create_task(self._fetch_certificate(url))
             self._inflight[url] = task
             task.add_done_callback(lambda t: self._fetch_done(url, t))
@@ -410,10 +447,33 @@ class SnsVerifier:
             self._certs.popitem(last=False)
         return key
 
+    def _count_fetch(self, url: str) -> None:
+        """Raise SnsError(503) when ``max_cert_fetches`` fetches started in the last
+        ``cert_fetch_interval`` seconds; otherwise count this one."""
+        now = self._monotonic()
+        while self._fetch_starts and self._fetch_starts[0] <= now - self.cert_fetch_interval:
+            self._fetch_starts.popleft()
+        if len(self._fetch_starts) >= self.max_cert_fetches:
+            raise SnsError(
+                503,
+                f"not fetching SNS signing certificate {url}: {self.max_cert_fetches} "
+                f"certificates were fetched in the last {self.cert_fetch_interval:g} s "
+                "(likely forged messages); SNS retries a genuine message later",
+            )
+        self._fetch_starts.append(now)
+
     def _fetch_done(self, url: str, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(url, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case every waiter gave up
+        if task.cancelled():
+            return
+        # retrieved here too, in case every waiter gave up
+        error = task.exception()
+        if isinstance(error, SnsError):
+            ttl = UNREACHABLE_CERT_TTL if error.status >= 500 else FORGED_CERT_TTL
+            self._failed[url] = (error, self._monotonic() + ttl)
+            self._failed.move_to_end(url)
+            while len(self._failed) > FAILED_CERT_CACHE_SIZE:
+                self._failed.popitem(last=False)
 
     async def _fetch_certificate(self, url: str) -> tuple[rsa.RSAPublicKey, datetime]:
         target, headers = self._redirect(url, self.cert_url_override)
@@ -422,9 +482,13 @@ class SnsVerifier:
             async with session.get(
                 target, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                if resp.status != 200:
+                if resp.status >= 500:  # AWS's trouble: SNS retries, we try again then
                     raise SnsError(
                         502, f"fetching SNS signing certificate {url} answered HTTP {resp.status}"
+                    )
+                if resp.status != 200:  # no such certificate on the SNS host: forged
+                    raise SnsError(
+                        403, f"fetching SNS signing certificate {url} answered HTTP {resp.status}"
                     )
                 pem = await _read_capped(resp, self.max_cert_bytes + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -453,6 +517,13 @@ class SnsVerifier:
             "sns signing certificate fetched", url=url, not_after=str(cert.not_valid_after_utc)
         )
         return key, cert.not_valid_after_utc
+
+
+def _require_confirmation(msg: Mapping[str, Any]) -> None:
+    if msg.get("Type") != SUBSCRIPTION_CONFIRMATION:
+        raise SnsError(
+            400, f"SNS message of Type {msg.get('Type')!r} is not a SubscriptionConfirmation"
+        )
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
