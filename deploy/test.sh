@@ -3,8 +3,9 @@
 # (postgresql-client, python3-venv), makes sure PostgreSQL answers on 127.0.0.1:5432,
 # builds .venv from pyproject.toml with the test extras if needed, then ruff and pytest.
 # Extra arguments go to pytest. Every test has a time limit (pytest-timeout, set in
-# pyproject.toml), so a hang fails that test instead of stalling CI. The tests connect as GLACIERD_TEST_PG (default
-# postgresql://postgres@127.0.0.1:5432/postgres, which needs trust auth on loopback).
+# pyproject.toml), so a hang fails that test instead of stalling CI. The tests connect as
+# GLACIERD_TEST_PG (default postgresql://postgres@127.0.0.1:5432/postgres, which needs trust
+# auth on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
