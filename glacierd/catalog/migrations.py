@@ -7,6 +7,7 @@ same time from applying the same migration twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 
 import structlog
@@ -25,6 +26,32 @@ def available_migrations() -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """What a read-only look at the catalog schema found (nothing is created)."""
+
+    exists: bool
+    pending: list[str]  # migrations this glacierd brings that are not applied yet
+    unknown: list[int]  # applied versions this glacierd does not know (a newer one wrote them)
+
+
+async def catalog_state(catalog: Catalog) -> CatalogState:
+    async with catalog.pool.acquire() as conn:
+        table = await conn.fetchval("SELECT to_regclass($1)", f"{catalog.q}.schema_migrations")
+        if table is None:
+            return CatalogState(False, [name for _, name, _ in available_migrations()], [])
+        applied = {
+            r["version"]
+            for r in await conn.fetch(f"SELECT version FROM {catalog.q}.schema_migrations")
+        }
+    known = available_migrations()
+    return CatalogState(
+        True,
+        [name for version, name, _ in known if version not in applied],
+        sorted(applied - {version for version, _, _ in known}),
+    )
 
 
 async def migrate(catalog: Catalog) -> list[str]:

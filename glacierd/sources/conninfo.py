@@ -116,6 +116,15 @@ def parse_conninfo(text: str) -> ConnInfo:
     return ConnInfo(params)
 
 
+def names_password(text: str) -> bool:
+    """Whether the connection string itself holds a password (a service file's is not
+    counted); False for text that does not parse (parse_conninfo reports that)."""
+    try:
+        return "password" in parse_conninfo(text).params
+    except ConnInfoError:
+        return False
+
+
 def _parse_uri(text: str) -> ConnInfo:
     try:
         parts = urlsplit(text)
