@@ -1,8 +1,8 @@
 """Versioned SQL migrations for the catalog schema, applied in order at start-up.
 
 Each file ``migrations/NNNN_name.sql`` runs once, in its own transaction, and is recorded in
-``<schema>.schema_migrations``. An advisory lock keeps two glacierd processes starting at the
-same time from applying the same migration twice.
+``<schema>.schema_migrations``. An advisory lock (one per schema) keeps two glacierd processes
+starting at the same time from applying the same migration twice.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from importlib import resources
 
 import structlog
 
+from glacierd.catalog.locks import lock_key
 from glacierd.catalog.pool import Catalog
 
 log = structlog.get_logger(__name__)
-_MIGRATE_LOCK = 0x676C6D69  # "glmi"
 
 
 def available_migrations() -> list[tuple[int, str, str]]:
@@ -57,8 +57,9 @@ async def catalog_state(catalog: Catalog) -> CatalogState:
 async def migrate(catalog: Catalog) -> list[str]:
     """Apply every migration not yet applied; returns the names of those applied now."""
     applied_now: list[str] = []
+    key = lock_key(catalog.schema, "migrate")
     async with catalog.pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATE_LOCK)
+        await conn.execute("SELECT pg_advisory_lock($1)", key)
         try:
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog.q}")
             await conn.execute(
@@ -84,5 +85,5 @@ async def migrate(catalog: Catalog) -> list[str]:
                 log.info("catalog.migrated", migration=name, schema=catalog.schema)
                 applied_now.append(name)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATE_LOCK)
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
     return applied_now
