@@ -5,6 +5,9 @@ Each job is a few lines calling an operation; the operation does the work.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,14 +90,36 @@ async def missed_run(ctx: Context, now: datetime | None = None) -> datetime | No
     return due if due is not None and due <= now else None
 
 
+def tracked(ctx: Context, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[None]]:
+    """A job function whose every run is tracked work of the context (``ctx.spawn``).
+
+    The daemon's shutdown then gives a running job (a restore tick, a poll) the same grace
+    as a backup or a download, instead of APScheduler cancelling it at once. The run is
+    awaited without being cancellable through the wrapper, and a run that shutdown had to
+    abandon ends quietly.
+    """
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> None:
+        if ctx.stopping:
+            return
+        task = ctx.spawn(func(*args, **kwargs), name=f"job-{func.__name__}")
+        await asyncio.wait([task])
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc  # APScheduler logs a failed run, as before
+
+    return run
+
+
 async def start_scheduler(
     ctx: Context, extra_jobs: list[dict[str, Any]] | None = None
 ) -> AsyncIOScheduler:
+    """Start the jobs; every run of every job is tracked work (see ``tracked``)."""
     cfg = ctx.config.schedule
     scheduler = AsyncIOScheduler(timezone=cfg.timezone)
     if cfg.enabled:
         scheduler.add_job(
-            scheduled_backup,
+            tracked(ctx, scheduled_backup),
             cfg.trigger(),
             args=[ctx, "schedule"],
             id="backup",
@@ -110,7 +135,7 @@ async def start_scheduler(
                     "schedule.missed_run", due=due.isoformat(), catch_up_at=run_at.isoformat()
                 )
                 scheduler.add_job(
-                    scheduled_backup,
+                    tracked(ctx, scheduled_backup),
                     "date",
                     run_date=run_at,
                     args=[ctx, "catch-up"],
@@ -118,7 +143,7 @@ async def start_scheduler(
                     misfire_grace_time=None,
                 )
     for job in extra_jobs or []:
-        scheduler.add_job(**job)
+        scheduler.add_job(**{**job, "func": tracked(ctx, job["func"])})
     scheduler.start()
     backup_job = scheduler.get_job("backup")
     log.info(
