@@ -17,7 +17,7 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import astimezone
 
-from glacierd.sources.conninfo import ConnInfo, ConnInfoError, names_password, parse_conninfo
+from glacierd.sources.conninfo import ConnInfo, ConnInfoError, names_secret, parse_conninfo
 
 DEFAULT_CONFIG_PATH = "/etc/glacierd/glacierd.toml"
 
@@ -296,24 +296,31 @@ def _path(section: _Section, key: str, default: str | None = None) -> Path | Non
 def _conninfo(section: _Section, env_name: str, default: ConnInfo | None) -> ConnInfo:
     # Read the file's dsn even when the environment overrides it, so it counts as known.
     in_file = section.get("dsn", str, "")
-    if in_file and names_password(in_file):
+    if in_file and (secret := names_secret(in_file)):
         # The file is meant to be readable by more than root (README: secrets never go in
         # it); refuse even when the environment overrides it, since it is still there.
+        what = "a password" if secret == "password" else f"a secret ({secret})"
         raise ConfigError(
-            f"{section._key('dsn')} contains a password; remove it from the file and put it in "
+            f"{section._key('dsn')} contains {what}; remove it from the file and put it in "
             f"~/.pgpass (or PGPASSWORD in /etc/glacierd/environment), or give the whole dsn "
             f"in {env_name}."
         )
     raw = os.environ.get(env_name) or in_file
-    if not raw:
-        return default if default is not None else ConnInfo({})
+    if not raw and default is not None:
+        return default
     try:
-        return parse_conninfo(raw)
+        info = parse_conninfo(raw)
     except ConnInfoError as exc:
         raise ConfigError(
             f"{section._key('dsn')} (or {env_name}) is not a valid libpq connection string: "
             f"{exc}; write it as postgresql://user@host:5432/dbname or 'host=… dbname=…'."
         ) from exc
+    if problem := info.asyncpg_problem():
+        raise ConfigError(
+            f"{section._key('dsn')} (or {env_name}) cannot be used by glacierd's own "
+            f"connections: {problem}."
+        )
+    return info
 
 
 def _is_loopback(host: str) -> bool:
