@@ -51,7 +51,9 @@ def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) ->
             f"the TLS connection to the {what} database {where} failed ({exc.reason or exc}); "
             "check the ssl settings in the dsn and the server's ssl configuration."
         )
-    if isinstance(exc, ConnInfoError | asyncpg.InterfaceError):
+    if isinstance(exc, ConnInfoError):  # its sentence already says what to change
+        return f"the {what} database {where} cannot be used: {exc}."
+    if isinstance(exc, asyncpg.InterfaceError):
         return f"the {what} database {where} cannot be used: {exc}; fix the dsn."
     if isinstance(exc, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
         return (
