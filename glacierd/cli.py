@@ -15,17 +15,22 @@ from collections.abc import Awaitable, Callable
 from glacierd import __version__
 from glacierd.api import client
 from glacierd.catalog import Catalog
+from glacierd.catalog import backups as backups_q
 from glacierd.catalog.locks import BusyError
-from glacierd.catalog.migrations import migrate
+from glacierd.catalog.migrations import catalog_state, migrate
 from glacierd.config import Config, ConfigError, load_config
 from glacierd.context import open_context
-from glacierd.logs import configure_logging
+from glacierd.logs import configure_logging, log_file_problem
 from glacierd.operations import inventory
 from glacierd.operations.backup import Progress, run_backup
-from glacierd.operations.errors import EXPECTED
+from glacierd.operations.errors import EXPECTED, OperationError
 from glacierd.units import human_bytes
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 1, 2, 3
+LIST_LIMIT_MAX = 10000
+# Commands that only look: they create no catalog schema, no log file or directory, no
+# vault directory (they log to stderr only).
+READ_ONLY = {"list", "check-config", "doctor", "restore", "restore-status"}
 
 
 class ProgressLine:
@@ -83,11 +88,36 @@ async def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _read_backups(cfg: Config, limit: int) -> list[dict] | None:
+    """The newest backups, or None when the catalog schema does not exist yet; never
+    creates or upgrades the schema (``list`` is read-only)."""
+    catalog = Catalog(cfg.catalog.conninfo, cfg.catalog.schema)
+    await catalog.open()
+    try:
+        state = await catalog_state(catalog)
+        if not state.exists:
+            return None
+        if state.pending:
+            raise OperationError(
+                f"the catalog schema {cfg.catalog.schema} needs {', '.join(state.pending)}, "
+                "which this glacierd brings; run 'glacierd migrate' (or start the daemon) first."
+            )
+        rows = await backups_q.list_backups(catalog.pool, catalog, limit)
+    finally:
+        await catalog.close()
+    return [inventory.backup_summary(r) for r in rows]
+
+
 async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
-    async with open_context(cfg) as ctx:
-        rows = await inventory.list_backups(ctx, args.limit)
+    rows = await _read_backups(cfg, args.limit)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows or [], indent=2))
+        return 0
+    if rows is None:
+        print(
+            f"no backups yet (the catalog schema {cfg.catalog.schema} does not exist yet; "
+            "'glacierd migrate' or the daemon's start creates it)"
+        )
         return 0
     if not rows:
         print("no backups yet")
@@ -160,10 +190,17 @@ async def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
+    if cfg.logging.file is not None and (problem := log_file_problem(cfg.logging.file)):
+        raise problem
+    schedule = (
+        f"schedule '{cfg.schedule.backup_cron}' {cfg.schedule.timezone}"
+        if cfg.schedule.enabled
+        else "schedule disabled"
+    )
     print(
         f"configuration {cfg.path} is valid: database {cfg.database.conninfo.describe()}, "
         f"store {cfg.store.name} ({cfg.store.type}), files {cfg.files.root or '(none)'}, "
-        f"schedule '{cfg.schedule.backup_cron}' {cfg.schedule.timezone}"
+        f"{schedule}"
     )
     return 0
 
@@ -191,6 +228,15 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], Awaitable[
 }
 
 
+def _list_limit(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if not 0 < value <= LIST_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"--limit must be a whole number from 1 to {LIST_LIMIT_MAX}; got {text!r}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glacierd", description="Back up PostgreSQL and attached files to Amazon Glacier."
@@ -207,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
     parsers["backup"].add_argument("--json", action="store_true", help="print the summary as JSON")
     parsers["list"].add_argument("--json", action="store_true", help="print JSON")
-    parsers["list"].add_argument("--limit", type=int, default=50)
+    parsers["list"].add_argument(
+        "--limit", type=_list_limit, default=50, help=f"at most this many (1-{LIST_LIMIT_MAX})"
+    )
     parsers["doctor"].add_argument("--json", action="store_true", help="print the results as JSON")
     restore = parsers["restore"]
     restore.add_argument("backup_id", type=int, help="the backup to restore (glacierd list)")
@@ -226,13 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
+        configure_logging(cfg.logging, write_file=args.command not in READ_ONLY)
     except ConfigError as exc:
         print(f"glacierd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(cfg.logging)
     _, handler = COMMANDS[args.command]
     try:
         return asyncio.run(handler(cfg, args))
+    except ConfigError as exc:
+        print(f"glacierd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except BusyError as exc:
         print(f"glacierd: {exc}", file=sys.stderr)
         return EXIT_BUSY

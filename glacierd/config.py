@@ -17,7 +17,7 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import astimezone
 
-from glacierd.sources.conninfo import ConnInfo, ConnInfoError, parse_conninfo
+from glacierd.sources.conninfo import ConnInfo, ConnInfoError, names_secret, parse_conninfo
 
 DEFAULT_CONFIG_PATH = "/etc/glacierd/glacierd.toml"
 
@@ -297,16 +297,31 @@ def _path(section: _Section, key: str, default: str | None = None) -> Path | Non
 def _conninfo(section: _Section, env_name: str, default: ConnInfo | None) -> ConnInfo:
     # Read the file's dsn even when the environment overrides it, so it counts as known.
     in_file = section.get("dsn", str, "")
+    if in_file and (secret := names_secret(in_file)):
+        # The file is meant to be readable by more than root (README: secrets never go in
+        # it); refuse even when the environment overrides it, since it is still there.
+        what = "a password" if secret == "password" else f"a secret ({secret})"
+        raise ConfigError(
+            f"{section._key('dsn')} contains {what}; remove it from the file and put it in "
+            f"~/.pgpass (or PGPASSWORD in /etc/glacierd/environment), or give the whole dsn "
+            f"in {env_name}."
+        )
     raw = os.environ.get(env_name) or in_file
-    if not raw:
-        return default if default is not None else ConnInfo({})
+    if not raw and default is not None:
+        return default
     try:
-        return parse_conninfo(raw)
+        info = parse_conninfo(raw)
     except ConnInfoError as exc:
         raise ConfigError(
             f"{section._key('dsn')} (or {env_name}) is not a valid libpq connection string: "
             f"{exc}; write it as postgresql://user@host:5432/dbname or 'host=… dbname=…'."
         ) from exc
+    if problem := info.asyncpg_problem():
+        raise ConfigError(
+            f"{section._key('dsn')} (or {env_name}) cannot be used by glacierd's own "
+            f"connections: {problem}."
+        )
+    return info
 
 
 def _is_loopback(host: str) -> bool:
@@ -525,13 +540,22 @@ def _load_sns(root: _Section) -> SnsConfig:
     port = sec.get("port", int, 8471)
     if not 0 < port < 65536:
         raise ConfigError(f"sns.port {port} is out of range; use a port between 1 and 65535.")
+    host = sec.get("host", str, "127.0.0.1")
+    override = sec.get("cert_url_override", str)
+    if override and not _is_loopback(host):
+        # It sends certificate downloads to another server: on a listener others can reach,
+        # anyone could sign "SNS" messages with their own key.
+        raise ConfigError(
+            f"sns.cert_url_override is for tests only and sns.host {host!r} is not a loopback "
+            "address; remove sns.cert_url_override."
+        )
     cfg = SnsConfig(
         enabled=enabled,
-        host=sec.get("host", str, "127.0.0.1"),
+        host=host,
         port=port,
         path=path,
         topic_arns=tuple(topics),
-        cert_url_override=sec.get("cert_url_override", str),
+        cert_url_override=override,
     )
     sec.check_unknown()
     return cfg

@@ -7,7 +7,7 @@ so an operation behaves identically whoever calls it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,17 +34,34 @@ class Context:
     fetcher: Fetcher | None = None
     # Moves restore requests along; None in one-shot CLI commands.
     restorer: RestoreDriver | None = None
+    # Set once the daemon begins to stop: nothing starts new work any more (the control API
+    # answers 503, the scheduler is paused, restores are not kicked, fetches not queued).
+    stopping: bool = False
 
     def kick_restores(self) -> None:
-        """Advance restore requests now (instead of at the next tick)."""
-        if self.restorer is not None:
+        """Advance restore requests now (instead of at the next tick); never while stopping,
+        when a request simply resumes at the next start."""
+        if self.restorer is not None and not self.stopping:
             self.spawn(self.restorer.advance_all(), name="restore-advance")
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
+        """Run ``coro`` as tracked work: the daemon's shutdown waits for it (or cancels it
+        after shutdown_timeout_seconds)."""
         task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(_forget(self.tasks))
         return task
+
+
+def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:
+    def done(task: asyncio.Task[object]) -> None:
+        tasks.discard(task)
+        # Whoever cares awaits the task (a CLI backup) or recorded the failure itself (a
+        # backup, a fetch, a restore); mark it retrieved so asyncio does not log it again.
+        if not task.cancelled():
+            task.exception()
+
+    return done
 
 
 @asynccontextmanager

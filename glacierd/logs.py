@@ -8,6 +8,7 @@ event (a connection string in an error, a header) never reaches a log.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from glacierd.config import LoggingConfig
+from glacierd.config import ConfigError, LoggingConfig
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential)", re.I)
 _URI_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]+)(@)")  # user may be empty
@@ -39,7 +40,48 @@ def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(cfg: LoggingConfig, *, tty: bool | None = None) -> None:
+def _cannot_open(path: Path, reason: str) -> ConfigError:
+    return ConfigError(
+        f"logging.file {path} cannot be opened ({reason}); create its directory, writable by "
+        "the glacierd user, or change logging.file."
+    )
+
+
+def log_file_problem(path: Path) -> ConfigError | None:
+    """Why ``path`` could not be opened for appending, found without creating anything
+    (for ``check-config`` and ``doctor``, which must change nothing); None if it could."""
+    if path.exists():
+        if path.is_dir():
+            return _cannot_open(path, "it is a directory")
+        if not os.access(path, os.W_OK):
+            return _cannot_open(path, "it is not writable")
+        return None
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return _cannot_open(path, f"{ancestor} is not a directory")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                return _cannot_open(path, f"{ancestor} is not writable")
+            return None
+    return None
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise _cannot_open(path, exc.strerror or str(exc)) from None
+
+
+def configure_logging(
+    cfg: LoggingConfig, *, tty: bool | None = None, write_file: bool = True
+) -> None:
+    """Set up structlog and the standard logging handlers.
+
+    ``write_file`` False: stderr only, for read-only commands, which must not create the
+    log file or its directory. A log file that cannot be opened raises ConfigError.
+    """
     tty = sys.stderr.isatty() if tty is None else tty
     use_console = cfg.format == "console" or (cfg.format == "auto" and tty)
     level = getattr(logging, cfg.level.upper())
@@ -69,9 +111,8 @@ def configure_logging(cfg: LoggingConfig, *, tty: bool | None = None) -> None:
         )
     )
     handlers: list[logging.Handler] = [stderr_handler]
-    if cfg.file is not None:
-        Path(cfg.file).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(cfg.file, encoding="utf-8")
+    if cfg.file is not None and write_file:
+        file_handler = _file_handler(Path(cfg.file))
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 processors=[

@@ -1,9 +1,13 @@
 """``glacierd serve``: wire everything, recover, listen, schedule, and shut down cleanly.
 
 Start-up order: catalog + migrations, store, recovery of interrupted work, listeners,
-scheduler, then READY=1 for systemd. On SIGTERM/SIGINT: STOPPING=1, stop the scheduler and
-the listeners (no new work), give running work ``shutdown_timeout_seconds`` to finish, then
-cancel it — a cancelled backup records itself failed and removes its partial upload.
+scheduler, then READY=1 for systemd. On SIGTERM/SIGINT: STOPPING=1 and ``ctx.stopping`` (no
+new work: the scheduler pauses, the SNS listener closes, the control API answers 503 to
+anything but reads), then every kind of running work — backups, downloads, restore ticks,
+polls, and anything they started before the flag was set — gets ``shutdown_timeout_seconds``
+in all to finish; what is left is cancelled (a cancelled backup records itself failed and
+removes its partial upload; a restore resumes at the next start). Then the control API
+closes and glacierd exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from aiohttp import web
 
 from glacierd import sdnotify
 from glacierd.api.control import control_app
+from glacierd.api.errors import Handler, error_response
 from glacierd.api.listener import connection_limit, quiet_accept_errors, start_listener
 from glacierd.api.sns import sns_app
 from glacierd.config import Config
@@ -53,6 +58,23 @@ async def _start_site(
         port=port,
         socket_path=socket_path,
     )
+
+
+def refuse_work_while_stopping(ctx: Context) -> Handler:
+    """Control-API middleware: once stopping, only reads are answered; anything that would
+    start work (a backup, a restore, a retrieval, a deletion) gets 503."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if ctx.stopping and request.method not in ("GET", "HEAD", "OPTIONS"):
+            return error_response(
+                503,
+                "glacierd is stopping and takes no new work; send the request again once it "
+                "has restarted.",
+            )
+        return await handler(request)
+
+    return middleware  # type: ignore[return-value]
 
 
 def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
@@ -97,8 +119,11 @@ async def serve(config: Config) -> int:
         ctx.restorer = RestoreDriver(ctx)
         runners: list[web.AppRunner] = []
         api, sns = config.api, config.sns
+        control = control_app(ctx)
+        # Innermost, after the Host and token checks: strangers learn nothing new from it.
+        control.middlewares.append(refuse_work_while_stopping(ctx))
         listeners: list[tuple[str, web.Application, str | None, int | None, str | None]] = [
-            ("api", control_app(ctx), api.host, api.port, str(api.socket) if api.socket else None)
+            ("api", control, api.host, api.port, str(api.socket) if api.socket else None)
         ]
         if sns.enabled:
             verifier = await stack.enter_async_context(
@@ -150,29 +175,37 @@ async def serve(config: Config) -> int:
 
         await stop.wait()
 
+        ctx.stopping = True
         sdnotify.notify("STOPPING=1\nSTATUS=glacierd is stopping")
         log.info("service.stopping", running_tasks=len(ctx.tasks))
-        scheduler.shutdown(wait=False)
+        scheduler.pause()  # running jobs go on (they are ctx tasks); no new runs start
         ctx.fetcher.closed = True
-        for runner in runners:
+        # The control API (runners[0]) stays up during the drain to answer 503 to new work;
+        # the SNS endpoint closes now (SNS redelivers what it could not post).
+        for runner in runners[1:]:
             await runner.cleanup()
         await _drain(ctx, config.shutdown_timeout_seconds)
+        scheduler.shutdown(wait=False)
+        await runners[0].cleanup()
     log.info("service.stopped")
     return 0
 
 
+async def _wait_all(ctx: Context, seconds: float) -> None:
+    """Wait up to ``seconds`` until ctx.tasks is empty, including tasks spawned meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while ctx.tasks and (left := deadline - loop.time()) > 0:
+        await asyncio.wait(set(ctx.tasks), timeout=left)
+
+
 async def _drain(ctx: Context, budget: float) -> None:
-    """Let running work finish within ``budget`` seconds; cancel (cleanly abandon) the rest."""
-    tasks = list(ctx.tasks)
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=budget)
-    for task in pending:
+    """Let all running work finish within ``budget`` seconds; cancel (cleanly abandon) the
+    rest and give it a bounded time to clean up."""
+    await _wait_all(ctx, budget)
+    for task in set(ctx.tasks):
         log.warning("service.abandoning", task=task.get_name(), timeout_s=budget)
         task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=max(5.0, budget / 2))
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            with contextlib.suppress(BaseException):
-                task.exception()
+    await _wait_all(ctx, max(5.0, budget / 2))
+    for task in set(ctx.tasks):
+        log.error("service.task_stuck", task=task.get_name())

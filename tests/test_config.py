@@ -719,9 +719,8 @@ def test_cli_valid_config(base: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_cli_env_dsn_wins_and_password_never_shown(base: dict[str, Any], tmp_path: Path) -> None:
-    data = merged(
-        base, {"database": {"dsn": "postgresql://fileuser:filepass-xyzzy@filehost/filedb"}}
-    )
+    # (A password in the file itself is refused: see test_a_password_in_the_file_dsn_is_refused.)
+    data = merged(base, {"database": {"dsn": "postgresql://fileuser@filehost/filedb"}})
     path = tmp_path / "glacierd.toml"
     path.write_text(to_toml(data))
     proc = run_cli(
@@ -731,7 +730,7 @@ def test_cli_env_dsn_wins_and_password_never_shown(base: dict[str, Any], tmp_pat
     out = proc.stdout + proc.stderr
     assert "database envuser@envhost:6543/envdb," in out
     assert "filehost" not in out
-    assert "hunter2secret" not in out and "filepass-xyzzy" not in out
+    assert "hunter2secret" not in out
 
 
 @pytest.mark.parametrize(
@@ -774,3 +773,79 @@ def test_sns_topics_in_every_partition(base: dict[str, Any], partition: str) -> 
     arn = f"arn:{partition}:sns:us-east-1:123456789012:glacierd"
     cfg = config_from_dict(merged(base, {"sns": {"enabled": True, "topic_arns": [arn]}}))
     assert cfg.sns.topic_arns == (arn,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets and test-only settings that must not reach a production configuration.
+
+
+@pytest.mark.parametrize(
+    ("section", "dsn"),
+    [
+        ("database", "postgresql://app:hunter2secret@db.example/app"),
+        ("database", "host=db.example dbname=app password='hunter2secret'"),
+        ("catalog", "postgresql://cat:hunter2secret@db.example/catalog"),
+    ],
+)
+def test_a_password_in_the_file_dsn_is_refused(
+    base: dict[str, Any], tmp_path: Path, section: str, dsn: str
+) -> None:
+    path = tmp_path / "glacierd.toml"
+    path.write_text(to_toml(merged(base, {section: {"dsn": dsn}})))
+    line = assert_one_line_error(run_cli(path), f"{section}.dsn contains a password")
+    assert "hunter2" not in line
+    assert ".pgpass" in line and "GLACIERD_" in line  # where it goes instead
+
+
+def test_a_password_in_the_file_is_refused_even_when_the_environment_overrides_it(
+    base: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = merged(base, {"database": {"dsn": "postgresql://u:hunter2secret@h/db"}})
+    monkeypatch.setenv("GLACIERD_DATABASE_DSN", "postgresql://u@h/db")
+    with pytest.raises(ConfigError, match=r"^database\.dsn contains a password"):
+        config_from_dict(data)
+
+
+def test_a_password_in_the_environment_dsn_is_accepted(
+    base: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLACIERD_DATABASE_DSN", "postgresql://u:hunter2secret@h/db")
+    cfg = config_from_dict(base)
+    assert cfg.database.conninfo.params["password"] == "hunter2secret"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "sns.example.com"])
+def test_cert_url_override_on_a_public_sns_listener_is_refused(
+    base: dict[str, Any], host: str
+) -> None:
+    data = merged(
+        base,
+        {
+            "sns": {
+                "enabled": True,
+                "host": host,
+                "topic_arns": ["arn:aws:sns:eu-west-1:123456789012:glacierd"],
+                "cert_url_override": "http://127.0.0.1:9/cert.pem",
+            }
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    message = str(err.value)
+    assert message.startswith("sns.cert_url_override is for tests only"), message
+    assert host in message and "remove sns.cert_url_override" in message
+
+
+def test_cert_url_override_on_loopback_is_accepted(base: dict[str, Any]) -> None:
+    data = merged(
+        base,
+        {
+            "sns": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "topic_arns": ["arn:aws:sns:eu-west-1:123456789012:glacierd"],
+                "cert_url_override": "http://127.0.0.1:9/cert.pem",
+            }
+        },
+    )
+    assert config_from_dict(data).sns.cert_url_override == "http://127.0.0.1:9/cert.pem"

@@ -3,6 +3,9 @@ the asyncpg arguments, and descriptions that never show the password."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from glacierd.sources.conninfo import ConnInfo, ConnInfoError, parse_conninfo
@@ -167,13 +170,17 @@ def test_asyncpg_kwargs_full() -> None:
         "postgresql://bob:pw@db:5433/shop?sslmode=require&connect_timeout=9"
         "&application_name=nightly&passfile=/p"
     )
-    assert info.asyncpg_kwargs() == {
+    kwargs = info.asyncpg_kwargs()
+    # sslmode=require: encrypted, the certificate not checked (no root certificate given).
+    context = kwargs.pop("ssl")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
+    assert kwargs == {
         "host": "db",
         "port": 5433,
         "user": "bob",
         "password": "pw",
         "database": "shop",
-        "ssl": "require",
         "timeout": 9.0,
         "passfile": "/p",
         "server_settings": {"application_name": "nightly"},
@@ -220,3 +227,111 @@ def test_a_bad_port_error_never_repeats_part_of_the_password() -> None:
         parse_conninfo("postgresql://bob:s3cr/etPW@db.example/app")
     assert "s3cr" not in str(err.value) and "etPW" not in str(err.value)
     assert "percent-encode" in str(err.value)
+
+
+LIBPQ_KEYWORDS = {
+    "host": "h",
+    "hostaddr": "192.0.2.1",
+    "port": "5432",
+    "dbname": "d",
+    "user": "u",
+    "passfile": "/p",
+    "require_auth": "scram-sha-256",
+    "channel_binding": "prefer",
+    "connect_timeout": "5",
+    "client_encoding": "UTF8",
+    "options": "-c work_mem=64MB",
+    "application_name": "a",
+    "fallback_application_name": "f",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+    "replication": "database",
+    "gssencmode": "disable",
+    "sslmode": "verify-full",
+    "sslnegotiation": "postgres",
+    "sslcompression": "0",
+    "sslcert": "/c.pem",
+    "sslkey": "/k.pem",
+    "sslcertmode": "allow",
+    "sslpassword": "kp",
+    "sslrootcert": "/ca.pem",
+    "sslcrl": "/crl.pem",
+    "sslcrldir": "/crls",
+    "sslsni": "1",
+    "requirepeer": "postgres",
+    "ssl_min_protocol_version": "TLSv1.2",
+    "ssl_max_protocol_version": "TLSv1.3",
+    "krbsrvname": "postgres",
+    "gsslib": "gssapi",
+    "gssdelegation": "0",
+    "target_session_attrs": "read-write",
+    "load_balance_hosts": "disable",
+}
+
+
+@pytest.mark.parametrize(("key", "value"), LIBPQ_KEYWORDS.items())
+def test_every_libpq_keyword_is_accepted(key: str, value: str) -> None:
+    assert parse_conninfo(f"{key}='{value}'").params == {key: value}
+    assert parse_conninfo(f"postgresql:///?{key}={value}").params == {key: value}
+
+
+def test_keywords_without_a_variable_reach_libpq_through_a_private_service_file() -> None:
+    info = parse_conninfo(
+        "host=h dbname=d keepalives_idle=30 tcp_user_timeout=9000 sslpassword='k p'"
+    )
+    env = info.libpq_env()
+    assert env["PGHOST"] == "h" and env["PGDATABASE"] == "d"
+    path = Path(env["PGSERVICEFILE"])
+    assert env["PGSERVICE"] == "glacierd"
+    assert (
+        path.read_text()
+        == "[glacierd]\nkeepalives_idle=30\ntcp_user_timeout=9000\nsslpassword=k p\n"
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert "k p" not in " ".join(v for k, v in env.items() if k != "PGSERVICE")
+    # The same values reuse the same file.
+    assert info.libpq_env()["PGSERVICEFILE"] == str(path)
+
+
+def test_a_resolved_service_is_not_read_again_by_libpq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "svc.conf").write_text("[prod]\nhost=db.example\nport=6000\ndbname=shop\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "svc.conf"))
+    monkeypatch.setenv("PGSERVICE", "prod")  # the operator's own variable names it
+    info = parse_conninfo("dbname=other")
+    assert info.params == {"host": "db.example", "port": "6000", "dbname": "other"}
+    env = info.libpq_env()
+    assert "PGSERVICE" not in env  # a service's values would outrank PGDATABASE=other
+    assert (env["PGHOST"], env["PGPORT"], env["PGDATABASE"]) == ("db.example", "6000", "other")
+
+
+@pytest.mark.parametrize(
+    ("options", "settings"),
+    [
+        ("-c search_path=app", {"search_path": "app"}),
+        ("-csearch_path=app --work-mem=64MB", {"search_path": "app", "work_mem": "64MB"}),
+        # libpq unquotes \\ to \, the server then reads "\ " as an escaped blank.
+        (r"-c search_path=a\\ b -c lock_timeout=5s", {"search_path": "a b", "lock_timeout": "5s"}),
+    ],
+)
+def test_options_become_server_settings(options: str, settings: dict[str, str]) -> None:
+    kwargs = parse_conninfo(f"dbname=x options='{options}'").asyncpg_kwargs()
+    assert kwargs["server_settings"] == {**settings, "application_name": "glacierd"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("keepalives=yes", "keepalives must be a whole number"),
+        ("sslmode=verify", "sslmode 'verify' is not one of"),
+        ("port=5432,x", "port must be a whole number"),
+    ],
+)
+def test_bad_keyword_values(text: str, message: str) -> None:
+    with pytest.raises(ConnInfoError, match=message):
+        parse_conninfo(text)

@@ -32,6 +32,7 @@ CHECKS = [
     "catalog",
     "pg_dump",
     "pg_restore",
+    "psql",
     "store credentials",
     "store",
     "disk space",
@@ -105,6 +106,7 @@ def test_healthy_local_setup_after_a_backup(tmp_path: Path, make_settings: Calla
     assert "newest database dump (backup 1, " in lines["disk space"]
     assert dump_bytes > 0
     assert "PostgreSQL 15" in lines["pg_dump"] and "PostgreSQL 15" in lines["pg_restore"]
+    assert "PostgreSQL 15" in lines["psql"]
     assert "accepted a probe object and deleted it" in lines["store"]
     assert not (tmp_path / "vault" / ".glacierd-probe").exists()
     assert "orphan directory" in lines["files"] and "creatable" in lines["files"]
@@ -149,6 +151,37 @@ def test_pg_dump_missing(tmp_path: Path, make_settings: Callable) -> None:
     assert lines["pg_dump"].startswith("FAIL  pg_dump: nonexistent was not found — install it")
 
 
+def test_psql_missing(tmp_path: Path, make_settings: Callable) -> None:
+    # A restore pipes pg_restore's script into psql: without it every restore fails.
+    code, lines = doctor(tmp_path, make_settings(database={"psql": "nonexistent-psql"}))
+    assert code == 1
+    assert only_failing(lines) == {"psql"}
+    assert lines["psql"].startswith("FAIL  psql: nonexistent-psql was not found"), lines["psql"]
+    assert "database.psql" in lines["psql"]
+
+
+def test_old_psql_names_both_versions(tmp_path: Path, make_settings: Callable) -> None:
+    fake = tmp_path / "psql"
+    fake.write_text("#!/bin/sh\necho 'psql (PostgreSQL) 11.2'\n")
+    fake.chmod(0o755)
+    code, lines = doctor(tmp_path, make_settings(database={"psql": str(fake)}))
+    assert code == 1
+    assert only_failing(lines) == {"psql"}
+    assert "psql (PostgreSQL) 11.2" in lines["psql"] and "PostgreSQL 15" in lines["psql"]
+
+
+def test_a_log_file_that_cannot_be_opened(tmp_path: Path, make_settings: Callable) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    settings = make_settings(logging={"file": str(blocker / "glacierd.log")})
+    code, lines = doctor(tmp_path, settings)
+    assert code == 1
+    assert only_failing(lines) == {"configuration"}
+    line = lines["configuration"]
+    assert line.startswith(f"FAIL  configuration: logging.file {blocker}/glacierd.log cannot"), line
+    assert "change logging.file" in line
+
+
 def test_old_pg_dump_names_both_versions(tmp_path: Path, make_settings: Callable) -> None:
     fake = tmp_path / "pg_dump"
     fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
@@ -185,8 +218,9 @@ def test_database_unreachable(tmp_path: Path, make_settings: Callable, app_db: s
     assert lines["pg_dump"].startswith("SKIP  pg_dump: pg_dump (PostgreSQL)")
     assert "database check failed" in lines["pg_dump"]
     assert lines["pg_restore"].startswith("SKIP  ")
+    assert lines["psql"].startswith("SKIP  psql: psql (PostgreSQL)")
     # Everything that does not need the database still ran and passed.
-    assert only_failing(lines) == {"database", "catalog", "pg_dump", "pg_restore"}
+    assert only_failing(lines) == {"database", "catalog", "pg_dump", "pg_restore", "psql"}
     assert "1.0 GiB (catalog unreachable)" in lines["disk space"]
 
 

@@ -2,10 +2,15 @@
 
 The lock is held by a dedicated catalog connection for the whole operation, so a crashed
 process releases it automatically when its connection drops.
+
+Advisory locks live in one namespace per database, so each key is derived from the catalog
+schema: two glacierd instances with their own schemas in one database never block each
+other, while every process using the same schema shares one key.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +18,12 @@ import asyncpg
 
 from glacierd.catalog.pool import Catalog
 
-OPERATION_LOCK = 0x676C6163  # "glac": shared by backup and restore
+
+def lock_key(schema: str, purpose: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``purpose`` ("operation", "migrate")
+    in ``schema``: the same in every process and release (never Python's salted hash())."""
+    digest = hashlib.blake2b(f"glacierd:{purpose}:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class BusyError(Exception):
@@ -23,16 +33,17 @@ class BusyError(Exception):
 @asynccontextmanager
 async def operation_lock(catalog: Catalog, what: str) -> AsyncIterator[asyncpg.Connection]:
     """Hold the operation lock, or raise BusyError at once (never wait)."""
+    key = lock_key(catalog.schema, "operation")  # shared by backup and restore
     conn: asyncpg.Connection = await catalog.pool.acquire()
     try:
-        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", OPERATION_LOCK)
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
         if not got:
             raise BusyError(await _busy_message(conn, catalog, what))
         try:
             yield conn
         finally:
             if not conn.is_closed():
-                await conn.execute("SELECT pg_advisory_unlock($1)", OPERATION_LOCK)
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
     finally:
         await catalog.pool.release(conn)
 

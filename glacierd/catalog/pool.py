@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 
-from glacierd.sources.conninfo import ConnInfo
+from glacierd.sources.conninfo import ConnInfo, ConnInfoError
+
+# What connecting can raise besides a server's answer: bad TLS files or settings
+# (ConnInfoError, asyncpg's ClientConfigurationError), the network, TLS itself (OSError).
+_CONNECT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    ConnInfoError,
+    OSError,
+    TimeoutError,
+)
 
 
 class CatalogError(Exception):
@@ -29,6 +40,21 @@ def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) ->
             f"the {what} database {where} refused the login ({exc}); check the user and set the "
             "password in .pgpass or PGPASSWORD."
         )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the {what} database {where} presented a certificate that was not accepted "
+            f"({exc.verify_message or exc.reason}); check sslrootcert (the CA), the host name "
+            "and sslmode in the dsn."
+        )
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"the TLS connection to the {what} database {where} failed ({exc.reason or exc}); "
+            "check the ssl settings in the dsn and the server's ssl configuration."
+        )
+    if isinstance(exc, ConnInfoError):  # its sentence already says what to change
+        return f"the {what} database {where} cannot be used: {exc}."
+    if isinstance(exc, asyncpg.InterfaceError):
+        return f"the {what} database {where} cannot be used: {exc}; fix the dsn."
     if isinstance(exc, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
         return (
             f"the {what} database {where} is unreachable ({exc.__class__.__name__}: {exc}); "
@@ -44,8 +70,10 @@ async def connection(
     """One connection, closed afterwards; a failure to connect raises ``error`` with the
     sentence from ``describe_connect_error``."""
     try:
-        conn = await asyncpg.connect(**conninfo.asyncpg_kwargs())
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        # Off the event loop: building the arguments may read TLS certificate files.
+        kwargs = await asyncio.to_thread(conninfo.asyncpg_kwargs)
+        conn = await asyncpg.connect(**kwargs)
+    except _CONNECT_ERRORS as exc:
         raise error(describe_connect_error(exc, conninfo, what)) from None
     try:
         yield conn
@@ -80,14 +108,11 @@ class Catalog:
 
     async def open(self) -> None:
         try:
+            kwargs = await asyncio.to_thread(self.conninfo.asyncpg_kwargs)
             self._pool = await asyncpg.create_pool(
-                min_size=1,
-                max_size=6,
-                command_timeout=None,
-                init=_json_codec,
-                **self.conninfo.asyncpg_kwargs(),
+                min_size=1, max_size=6, command_timeout=None, init=_json_codec, **kwargs
             )
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise CatalogError(describe_connect_error(exc, self.conninfo, "catalog")) from None
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ import aiohttp
 from glacierd.catalog.migrations import available_migrations
 from glacierd.catalog.pool import CatalogError, connection
 from glacierd.config import Config
+from glacierd.logs import log_file_problem
 from glacierd.operations.errors import EXPECTED
 from glacierd.sources.database import (
     ToolVersion,
@@ -230,12 +231,20 @@ async def run_checks(
 async def check_configuration(d: Doctor) -> CheckResult:
     cfg = d.config
     where = str(cfg.path) if cfg.path else "(built in code)"
-    return CheckResult(
-        "configuration",
-        True,
+    if cfg.logging.file is not None:
+        problem = await asyncio.to_thread(log_file_problem, cfg.logging.file)
+        if problem is not None:
+            raise Problem(*split_message(str(problem)))
+    detail = (
         f"{where} is valid (store {cfg.store.name!r} of type {cfg.store.type}, "
-        f"state_dir {cfg.state_dir})",
+        f"state_dir {cfg.state_dir})"
     )
+    if cfg.sns.cert_url_override:
+        detail += (
+            f"; WARNING: sns.cert_url_override sends SNS certificate downloads to "
+            f"{cfg.sns.cert_url_override} — a setting for tests only, remove it in production"
+        )
+    return CheckResult("configuration", True, detail)
 
 
 @check("database")
@@ -303,7 +312,7 @@ async def check_catalog(d: Doctor) -> CheckResult:
 
 
 async def _tool(d: Doctor, name: str, command: str, setting: str) -> CheckResult:
-    """pg_dump / pg_restore: installed, and at least as new as the server."""
+    """pg_dump / pg_restore / psql: installed, and at least as new as the server."""
     if not d.passed("database"):
         found = await tool_version(command, setting)  # a missing tool is still a failure
         return CheckResult(
@@ -319,11 +328,15 @@ async def _tool(d: Doctor, name: str, command: str, setting: str) -> CheckResult
         client = await tool_version(command, setting)
         server = d.server or await server_version(d.config.database.conninfo)
         if client.major < server.major:
+            why = (
+                "cannot read the server's dumps"
+                if name == "pg_restore"
+                else "may not run the restore scripts pg_restore writes for it"
+            )
             raise Problem(
-                f"pg_restore is older than the server ({client.text} vs {server.text}), so it "
-                "cannot read the server's dumps",
-                f"install postgresql-client-{server.major} and set database.pg_restore to its "
-                f"path, for example /usr/lib/postgresql/{server.major}/bin/pg_restore",
+                f"{name} is older than the server ({client.text} vs {server.text}), so it {why}",
+                f"install postgresql-client-{server.major} and set {setting} to its "
+                f"path, for example /usr/lib/postgresql/{server.major}/bin/{name}",
             )
     path = shutil.which(command) or command
     return CheckResult(name, True, f"{path}: {client.text} (server {server.text})")
@@ -337,6 +350,12 @@ async def check_pg_dump_tool(d: Doctor) -> CheckResult:
 @check("pg_restore", after=("database",))
 async def check_pg_restore_tool(d: Doctor) -> CheckResult:
     return await _tool(d, "pg_restore", d.config.database.pg_restore, "database.pg_restore")
+
+
+@check("psql", after=("database",))
+async def check_psql_tool(d: Doctor) -> CheckResult:
+    # Restores pipe pg_restore's SQL script into psql: without it every restore fails.
+    return await _tool(d, "psql", d.config.database.psql, "database.psql")
 
 
 def _describe_store(d: Doctor) -> str:
