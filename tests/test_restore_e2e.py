@@ -180,7 +180,7 @@ def slow_pg_restore(tmp_path: Path) -> Path:
     # Lists pass through; the script is generated only after a pause, so the daemon can be
     # killed while the restore transaction is open.
     tool.write_text(
-        '#!/bin/sh\ncase "$1" in --list|--version) exec pg_restore "$@";; esac\n'
+        '#!/bin/sh\ncase "$1" in --list|--version|--schema-only) exec pg_restore "$@";; esac\n'
         'sleep 3\nexec pg_restore "$@"\n'
     )
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
