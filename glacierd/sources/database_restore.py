@@ -46,6 +46,7 @@ from pathlib import Path
 
 import structlog
 
+from glacierd.catalog.pool import own_backend_pids
 from glacierd.sources.conninfo import ConnInfo
 from glacierd.sources.database import (
     REAP_SECONDS,
@@ -424,12 +425,18 @@ async def schema_script(
 
 
 async def terminate_other_sessions(conninfo: ConnInfo) -> int:
-    """End other sessions on the database (restore.terminate_connections = true)."""
+    """End other sessions on the database (restore.terminate_connections = true) — never
+    glacierd's own: this process's catalog connections (one of them holds the operation
+    lock) are recognised by their server process ids, whatever application_name the DSN
+    gives them; sessions of other glacierd processes (named glacierd…, the default) are
+    spared too."""
     async with connect(conninfo) as conn:
         ended = await conn.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND coalesce(application_name, '') NOT LIKE 'glacierd%'"
+            "AND pid <> ALL($1::int[]) "
+            "AND coalesce(application_name, '') NOT LIKE 'glacierd%'",
+            sorted(own_backend_pids()),
         )
     return len(ended)
 
