@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -278,3 +279,86 @@ async def test_a_tool_that_never_answers_its_version_is_bounded(
     with pytest.raises(DatabaseSourceError, match="did not answer within 1 s"):
         await asyncio.wait_for(tool_version(str(stuck), "database.pg_dump"), MARGIN)
     assert processes_mentioning(str(stuck)) == []
+
+
+# ------------------------------------------------------------------------------------------
+# the real daemon
+
+
+def sql(dbname: str, statement: str) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(pg.dsn_for(dbname))
+        try:
+            return await conn.fetchval(statement)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "SHARE",  # the restore's transaction waits for it
+        "ACCESS EXCLUSIVE",  # the safety snapshot's pg_dump waits for it
+    ],
+)
+def test_the_daemon_fails_a_restore_that_cannot_get_its_locks_and_carries_on(
+    mode: str, daemon_factory, make_settings, app_db: str
+):
+    asyncio.run(pg.populate(app_db, BULK))
+    d = daemon_factory(make_settings(restore={"lock_timeout_seconds": 2}))
+    backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
+    assert backup["status"] == "completed"
+    asyncio.run(pg.populate(app_db, "DELETE FROM bulk WHERE id > 100; CREATE TABLE later (i int)"))
+    before = pg.table_rows(app_db)
+    holder = subprocess.Popen(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-d",
+            pg.dsn_for(app_db),
+            "-c",
+            f"BEGIN; LOCK TABLE bulk IN {mode} MODE; SELECT pg_sleep(600);",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        holder_pid = d.wait_for(
+            lambda: sql(
+                app_db,
+                "SELECT pid FROM pg_locks WHERE relation = 'bulk'::regclass AND granted "
+                f"AND mode = '{mode.title().replace(' ', '')}Lock'",
+            ),
+            what="the other session's lock",
+        )
+        r = d.request("POST", f"/backups/{backup['id']}/restore")
+        assert r.status == 202, r.body
+        rid = r.json()["id"]
+
+        def ended() -> dict[str, Any] | None:
+            view = d.request("GET", f"/restores/{rid}").json()
+            return view if view["state"] in ("restored", "failed") else None
+
+        final = d.wait_for(ended, timeout=2 + MARGIN, what="the restore to fail")
+        assert final["state"] == "failed"
+        assert "held locks for more than 2 s" in final["error"], final["error"]
+        assert "nothing was changed" in final["error"] or "not changed" in final["error"]
+        health = d.request("GET", "/health")
+        assert health.status == 200 and health.json()["status"] == "ok"
+    finally:
+        sql(
+            app_db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+        )
+        holder.wait(10)
+    assert holder_pid
+    assert pg.table_rows(app_db) == before  # unchanged (read once the lock is gone)
+    # The lock is free and glacierd goes on: the next backup is accepted and completes.
+    after = d.request("POST", "/backups")
+    assert after.status == 202, after.body
+    assert d.wait_backup(after.json()["id"])["status"] == "completed"
+    assert d.stop() == 0
+    assert "Traceback" not in d.logs()

@@ -307,7 +307,7 @@ class PgDump:
                     raise DatabaseSourceError(
                         f"other connections to {self.conninfo.describe()} held locks for "
                         f"more than {self.lock_wait_seconds:g} s, so pg_dump could not start; "
-                        "stop the application and retry."
+                        "stop the application and retry — nothing was changed."
                     )
                 raise DatabaseSourceError(
                     f"pg_dump exited with code {code} while dumping "
