@@ -229,3 +229,44 @@ async def test_a_catalog_that_depends_on_application_objects_is_never_dropped(
     assert "the database was not changed" in str(failure.value)
     (await capture(name, CATALOG)).assert_same(before)
     assert catalog_state(name) == catalog_before
+
+
+async def test_an_extension_configuration_table_equals_the_backup(realistic_db: Db, tmp_path: Path):
+    """A kept extension's configuration table (like PostGIS's spatial_ref_sys) holds the
+    extension's own rows and the application's; pg_dump dumps the application's (those its
+    filter selects). After the restore they are the backup's: none added later survives, and
+    none is there twice. (Registered by hand here: contrib has no extension with one.)"""
+    name = realistic_db.name
+    await pg.populate(
+        name,
+        """
+        CREATE TABLE public.reference_systems (code integer PRIMARY KEY, label text NOT NULL,
+            builtin boolean NOT NULL DEFAULT false);
+        INSERT INTO public.reference_systems VALUES (1, 'shipped with the extension', true);
+        INSERT INTO public.reference_systems VALUES (100, 'ours', false), (101, 'also ours', false);
+        ALTER EXTENSION citext ADD TABLE public.reference_systems;
+        UPDATE pg_extension SET extconfig = ARRAY['public.reference_systems'::regclass::oid],
+            extcondition = ARRAY['WHERE NOT builtin'] WHERE extname = 'citext';
+        """,
+    )
+    dump = tmp_path / "with-config.dump"
+    subprocess.run(
+        ["pg_dump", "-Fc", f"--exclude-schema={CATALOG}", "-f", str(dump), "-d", pg.dsn_for(name)],
+        check=True,
+        timeout=120,
+    )
+    at_backup = await capture(name, CATALOG)
+    assert at_backup.rows["public.reference_systems"] == [
+        '(1,"shipped with the extension",t)',
+        "(100,ours,f)",
+        '(101,"also ours",f)',
+    ]
+    await pg.populate(
+        name,
+        "INSERT INTO public.reference_systems VALUES (102, 'added later', false); "
+        "UPDATE public.reference_systems SET label = 'changed' WHERE code = 100",
+    )
+
+    await restore(Db(name, dump), tmp_path)
+
+    (await capture(name, CATALOG)).assert_same(at_backup)

@@ -22,7 +22,8 @@ partition's inherited primary key is refused by PostgreSQL), in this order:
 5. every schema with ``DROP SCHEMA … CASCADE`` — except ``public`` (the dump does not
    create it) and the schemas that hold an extension, which are emptied object by object
    (tables, views, sequences, routines, types, operators, collations, text-search objects…
-   but not the extensions' own members);
+   but not the extensions' own members); the rows of kept extensions' configuration tables
+   that pg_dump dumps (the application's) are deleted, to come back from the dump;
 6. a check that glacierd's catalog schema lost nothing — if it depended on an application
    object, the CASCADE would have reached into it; the restore then fails and rolls back.
 
@@ -362,6 +363,19 @@ def drop_phase(catalog_schema: str, dump_extensions: list[str]) -> str:
             f"{alias}.{prefix}name) " + in_kept(alias, f"{prefix}namespace", table)
         )
 
+    # 5c. A kept extension's configuration tables (PostGIS's spatial_ref_sys…): pg_dump dumps
+    # the rows its filter selects (the application's), so exactly those are removed here and
+    # come back from the dump — after the application's tables, whose foreign keys may
+    # point at them, are gone.
+    config_rows = (
+        "SELECT format('DELETE FROM %I.%I %s', n.nspname, c.relname, "
+        "coalesce(x.extcondition[i], '')) FROM pg_catalog.pg_extension AS x "
+        "CROSS JOIN LATERAL pg_catalog.generate_subscripts(x.extconfig, 1) AS i "
+        "JOIN pg_catalog.pg_class AS c ON c.oid = x.extconfig[i] "
+        "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+        f"WHERE c.relkind = 'r' AND n.nspname <> {catalog}"
+    )
+
     lines = [
         "SET LOCAL client_min_messages = warning;",
         "SET LOCAL standard_conforming_strings = on;",
@@ -379,6 +393,7 @@ def drop_phase(catalog_schema: str, dump_extensions: list[str]) -> str:
             )
         lines.append(f"SELECT 'glacierd:dropped:' || count(*) FROM ({query}) AS q;")
         lines.append(query + " \\gexec")
+    lines.append(config_rows + " \\gexec")
     # The kept schemas' comments as a new database has them: the dump's COMMENT entries then
     # give back the backup's (pg_dump leaves public's default comment out).
     lines += [
