@@ -54,8 +54,9 @@ async def populate(dbname: str, sql: str = SAMPLE_SCHEMA) -> None:
         await conn.close()
 
 
-def table_rows(dbname: str) -> dict[str, list[str]]:
-    """Every user table's rows as sorted text lines (psql), for before/after comparisons."""
+def table_rows(dbname: str, exclude_schema: str = "glacierd") -> dict[str, list[str]]:
+    """Every user table's rows as sorted text lines (psql), for before/after comparisons;
+    ``exclude_schema`` is glacierd's catalog schema."""
 
     def psql(sql: str) -> str:
         return subprocess.run(
@@ -63,10 +64,12 @@ def table_rows(dbname: str) -> dict[str, list[str]]:
             check=True,
             capture_output=True,
             text=True,
+            timeout=120,
         ).stdout
 
     tables = psql(
         "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
-        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'glacierd') ORDER BY 1"
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', "
+        f"'{exclude_schema}') ORDER BY 1"
     ).split()
     return {t: sorted(psql(f"SELECT t::text FROM {t} t").splitlines()) for t in tables}

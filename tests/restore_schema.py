@@ -1,12 +1,27 @@
-"""A rich application schema for restore round trips, and the comparisons the tests make.
+"""A realistic application schema for restore round trips, and the comparisons the tests make.
 
-The schema has what a restore must bring back: an extension (citext), an enum, a domain,
-tables with foreign keys, a serial and a standalone sequence moved with setval, a view, a
-plpgsql function used by a trigger, a plain and an expression index, and comments.
+``RICH_SCHEMA`` goes on top of ``tests.pg.SAMPLE_SCHEMA`` (users, documents) and has what real
+applications have and a restore must bring back exactly: several schemas; extensions in
+``public`` (citext, pgcrypto) and in a schema of their own (hstore in ``extensions``); enums,
+domains, a range and a composite type; declarative partitions with primary keys (range,
+sub-partitioned by range, a default partition, hash) and foreign keys to and from a
+partitioned table; inheritance; identity, serial and standalone sequences; generated
+columns and a full-text (tsvector) column with a GIN index and a text-search configuration
+of its own; views, a view on a view, a materialized view with an index; plpgsql trigger
+functions and triggers (one on a partitioned table); a custom aggregate and operator; a
+row-level security policy; a publication; comments; large objects.
+
+``CHANGES`` then changes all of that in every way a database changes after a backup (rows
+inserted, updated and deleted; columns added and dropped; views, a trigger and an extension
+dropped; new tables, schemas, partitions, types, functions, operators, an extension, a
+publication; sequences advanced; large objects created, changed and removed), ending with an
+event trigger that refuses every DROP — which the restore must take away before anything else.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import subprocess
 from dataclasses import dataclass
 
@@ -14,23 +29,41 @@ import asyncpg
 
 from tests import pg
 
-RICH_SCHEMA = """
+RICH_SCHEMA = r"""
 CREATE EXTENSION citext;
+CREATE EXTENSION pgcrypto;
+CREATE SCHEMA extensions;
+CREATE EXTENSION hstore SCHEMA extensions;
+CREATE SCHEMA app;
+CREATE SCHEMA reporting;
+CREATE SCHEMA legacy;
+COMMENT ON SCHEMA app IS 'the application''s own tables';
+
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive_int AS integer CHECK (VALUE > 0);
+CREATE TYPE app.price_range AS RANGE (subtype = numeric);
+CREATE TYPE app.address AS (street text, city text, zip text);
+CREATE DOMAIN app.email AS citext CHECK (VALUE LIKE '%_@_%');
+CREATE COLLATION public.bytewise (provider = libc, locale = 'C');
+CREATE TEXT SEARCH CONFIGURATION public.app_english (COPY = pg_catalog.english);
 CREATE SEQUENCE invoice_numbers START 1000;
 SELECT setval('invoice_numbers', 4242);
+CREATE SEQUENCE app.ticket_numbers INCREMENT 7 START 100;
+SELECT nextval('app.ticket_numbers') FROM generate_series(1, 5);
 
 CREATE TABLE accounts (
     id serial PRIMARY KEY,
     email citext NOT NULL UNIQUE,
     mood mood NOT NULL DEFAULT 'ok',
-    touched integer NOT NULL DEFAULT 0
+    touched integer NOT NULL DEFAULT 0,
+    handle text COLLATE public.bytewise
 );
 CREATE TABLE orders (
     id bigserial PRIMARY KEY,
     account_id integer NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
     quantity positive_int NOT NULL,
+    unit_price numeric(10, 2) NOT NULL DEFAULT 9.99,
+    total numeric(12, 2) GENERATED ALWAYS AS (quantity * unit_price) STORED,
     invoice_no bigint NOT NULL DEFAULT nextval('invoice_numbers'),
     note text
 );
@@ -48,20 +81,133 @@ $$;
 CREATE TRIGGER accounts_touch BEFORE UPDATE ON accounts
     FOR EACH ROW EXECUTE FUNCTION count_touch();
 
+CREATE FUNCTION public.join_step(text, text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT coalesce($1 || ',', '') || $2 $$;
+CREATE AGGREGATE public.join_all(text) (sfunc = public.join_step, stype = text);
+CREATE FUNCTION public.roughly_equal(numeric, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE
+    AS 'SELECT abs($1 - $2) < 0.01';
+CREATE OPERATOR public.=~= (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = public.roughly_equal);
+
 COMMENT ON TABLE accounts IS 'people who order things';
 COMMENT ON COLUMN orders.note IS 'free text from the customer';
 COMMENT ON FUNCTION count_touch() IS 'counts updates';
 
-INSERT INTO accounts (email, mood)
-    SELECT 'Person' || g || '@Example.com', (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood
+INSERT INTO accounts (email, mood, handle)
+    SELECT 'Person' || g || '@Example.com', (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood,
+           'h' || g
     FROM generate_series(1, 60) g;
 INSERT INTO orders (account_id, quantity, note)
     SELECT 1 + g % 60, 1 + g % 7, 'Order number ' || g FROM generate_series(1, 300) g;
 UPDATE accounts SET mood = 'happy' WHERE id <= 5;  -- the trigger counts these
+
+-- Declarative partitions with primary keys: by range, one year sub-partitioned by range,
+-- a default partition; foreign keys from the partitioned table and to it.
+CREATE TABLE app.audit_log (id bigserial PRIMARY KEY, what text NOT NULL, at timestamptz NOT NULL);
+CREATE TABLE app.events (
+    id bigint GENERATED BY DEFAULT AS IDENTITY,
+    occurred_at timestamptz NOT NULL,
+    account_id integer NOT NULL REFERENCES public.accounts (id),
+    kind text NOT NULL,
+    payload extensions.hstore,
+    amount numeric(12, 2) NOT NULL DEFAULT 0,
+    amount_with_tax numeric(12, 2) GENERATED ALWAYS AS (amount * 1.2) STORED,
+    PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE TABLE app.events_2024 PARTITION OF app.events
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE app.events_2025 PARTITION OF app.events
+    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY RANGE (id);
+CREATE TABLE app.events_2025_early PARTITION OF app.events_2025
+    FOR VALUES FROM (MINVALUE) TO (2000);
+CREATE TABLE app.events_2025_late PARTITION OF app.events_2025 DEFAULT;
+CREATE TABLE app.events_default PARTITION OF app.events DEFAULT;
+CREATE INDEX events_kind ON app.events (kind);
+CREATE TABLE app.event_notes (
+    id serial PRIMARY KEY,
+    event_id bigint NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    note text NOT NULL,
+    FOREIGN KEY (event_id, occurred_at) REFERENCES app.events (id, occurred_at) ON DELETE CASCADE
+);
+CREATE FUNCTION app.audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO app.audit_log (what, at) VALUES (TG_OP || ' ' || NEW.kind, NEW.occurred_at);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_audit AFTER INSERT ON app.events
+    FOR EACH ROW EXECUTE FUNCTION app.audit_event();
+CREATE TABLE app.sessions (
+    token uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    account_id integer NOT NULL REFERENCES public.accounts (id),
+    data jsonb NOT NULL DEFAULT '{}'
+) PARTITION BY HASH (token);
+CREATE TABLE app.sessions_0 PARTITION OF app.sessions FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE app.sessions_1 PARTITION OF app.sessions FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+ALTER TABLE app.audit_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY audit_readers ON app.audit_log FOR SELECT USING (what <> 'secret');
+
+INSERT INTO app.events (occurred_at, account_id, kind, payload, amount)
+    SELECT timestamptz '2024-03-01' + g * interval '5 hours', 1 + g % 60,
+           (ARRAY['click', 'view', 'buy'])[1 + g % 3],
+           extensions.hstore(ARRAY['n', g::text, 'even', (g % 2 = 0)::text]), (g % 97) * 1.5
+    FROM generate_series(1, 3000) g;
+INSERT INTO app.event_notes (event_id, occurred_at, note)
+    SELECT id, occurred_at, 'note on ' || id FROM app.events WHERE id % 5 = 0;
+INSERT INTO app.sessions (account_id, data)
+    SELECT 1 + g % 60, jsonb_build_object('n', g) FROM generate_series(1, 200) g;
+
+-- Full text, a generated tsvector column, a composite and a range column, large objects.
+CREATE TABLE app.articles (
+    id serial PRIMARY KEY,
+    title text NOT NULL,
+    body text NOT NULL,
+    search tsvector GENERATED ALWAYS AS
+        (to_tsvector('public.app_english'::regconfig, title || ' ' || body)) STORED,
+    attachment oid,
+    address app.address,
+    prices app.price_range,
+    contact app.email
+);
+CREATE INDEX articles_search ON app.articles USING gin (search);
+INSERT INTO app.articles (title, body, attachment, address, prices, contact)
+    SELECT 'Article ' || g, repeat('lorem ipsum dolor sit amet ' || g || ' ', 20),
+           CASE WHEN g % 10 = 0 THEN lo_from_bytea(0, convert_to('attachment ' || g, 'UTF8')) END,
+           ROW('Street ' || g, 'City', lpad(g::text, 5, '0'))::app.address,
+           app.price_range(g, g + 10), 'writer' || g || '@example.com'
+    FROM generate_series(1, 2000) g;
+
+-- Views, a view on a view, a view that needs an extension, a materialized view.
+CREATE VIEW reporting.event_totals AS
+    SELECT account_id, count(*) AS events, sum(amount) AS total FROM app.events GROUP BY 1;
+CREATE VIEW reporting.big_spenders AS SELECT * FROM reporting.event_totals WHERE total > 100;
+CREATE VIEW reporting.account_hashes AS
+    SELECT id, encode(public.digest(email::text, 'sha256'), 'hex') AS hash FROM public.accounts;
+CREATE MATERIALIZED VIEW reporting.daily_events AS
+    SELECT date_trunc('day', occurred_at) AS day, kind, count(*) AS n FROM app.events GROUP BY 1, 2;
+CREATE UNIQUE INDEX daily_events_key ON reporting.daily_events (day, kind);
+
+-- Inheritance.
+CREATE TABLE legacy.vehicles (
+    id serial PRIMARY KEY, name text NOT NULL, wheels integer NOT NULL CHECK (wheels > 0)
+);
+CREATE TABLE legacy.cars (seats integer NOT NULL DEFAULT 4) INHERITS (legacy.vehicles);
+CREATE TABLE legacy.trucks (payload_kg integer) INHERITS (legacy.vehicles);
+INSERT INTO legacy.vehicles (name, wheels) VALUES ('bike', 2), ('trike', 3);
+INSERT INTO legacy.cars (name, wheels, seats) SELECT 'car ' || g, 4, 2 + g % 6
+    FROM generate_series(1, 50) g;
+INSERT INTO legacy.trucks (name, wheels, payload_kg) SELECT 'truck ' || g, 6 + g % 3, 1000 * g
+    FROM generate_series(1, 20) g;
+
+-- The application's own table in the extensions' schema.
+CREATE TABLE extensions.app_settings (key text PRIMARY KEY, value extensions.hstore);
+INSERT INTO extensions.app_settings VALUES ('theme', 'colour=>blue');
+
+CREATE PUBLICATION app_changes FOR TABLE app.audit_log;
 """
 
 # What happens to the database after the backup: data and schema both change.
-CHANGES = """
+CHANGES = r"""
 INSERT INTO accounts (email) VALUES ('late@example.com');
 DELETE FROM orders WHERE id % 10 = 0;
 UPDATE orders SET note = 'changed' WHERE id < 20;
@@ -77,19 +223,80 @@ CREATE FUNCTION added_function() RETURNS int LANGUAGE sql AS 'SELECT 1';
 ALTER TYPE mood ADD VALUE 'ecstatic';
 CREATE INDEX users_email_upper ON users (upper(email));
 COMMENT ON TABLE accounts IS 'changed comment';
+CREATE OR REPLACE FUNCTION count_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.touched := OLD.touched + 100;
+    RETURN NEW;
+END
+$$;
+ALTER DOMAIN positive_int ADD CONSTRAINT below_a_million CHECK (VALUE < 1000000);
+CREATE OPERATOR public.<~> (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = public.roughly_equal);
+CREATE TEXT SEARCH DICTIONARY public.added_dictionary (TEMPLATE = pg_catalog.simple);
+CREATE TYPE public.added_type AS (a int, b text);
+
+INSERT INTO app.events (occurred_at, account_id, kind, amount)
+    SELECT timestamptz '2025-06-01' + g * interval '1 hour', 1 + g % 60, 'late', g
+    FROM generate_series(1, 100) g;
+UPDATE app.events SET amount = amount + 1 WHERE kind = 'click';
+DELETE FROM app.events WHERE id % 7 = 0;
+CREATE TABLE app.events_2030 PARTITION OF app.events
+    FOR VALUES FROM ('2030-01-01') TO ('2031-01-01');
+INSERT INTO app.events (occurred_at, account_id, kind) VALUES ('2030-05-05', 1, 'future');
+DELETE FROM app.event_notes WHERE occurred_at < '2025-01-01';
+ALTER TABLE app.events DETACH PARTITION app.events_2024;
+DROP TRIGGER events_audit ON app.events;
+ALTER TABLE app.articles DROP COLUMN address;
+ALTER TABLE app.articles ADD COLUMN summary text DEFAULT 'none';
+UPDATE app.articles SET title = 'Retitled ' || id WHERE id % 3 = 0;
+ALTER TABLE legacy.cars ADD COLUMN colour text;
+ALTER TABLE legacy.trucks NO INHERIT legacy.vehicles;
+INSERT INTO legacy.cars (name, wheels) VALUES ('new car', 4);
+DROP MATERIALIZED VIEW reporting.daily_events;
+DROP VIEW reporting.big_spenders;
+DROP EXTENSION pgcrypto CASCADE;
+CREATE EXTENSION pg_trgm;
+CREATE INDEX articles_title_trgm ON app.articles USING gin (title gin_trgm_ops);
+CREATE SCHEMA added_schema;
+CREATE TYPE added_schema.kind AS ENUM ('x', 'y');
+CREATE TABLE added_schema.things (id int PRIMARY KEY, kind added_schema.kind);
+INSERT INTO added_schema.things VALUES (1, 'x');
+SELECT nextval('app.ticket_numbers') FROM generate_series(1, 10);
+SELECT lo_from_bytea(0, 'a large object created after the backup');
+SELECT lo_unlink(attachment) FROM app.articles WHERE id = 10;
+SELECT lo_put(attachment, 0, 'XX') FROM app.articles WHERE id = 20;
+INSERT INTO extensions.app_settings VALUES ('later', 'a=>1');
+CREATE TABLE extensions.added_in_extensions (i int);
+ALTER PUBLICATION app_changes ADD TABLE legacy.vehicles;
+CREATE PUBLICATION added_publication FOR TABLE added_later;
+COMMENT ON SCHEMA public IS 'changed after the backup';
+
+-- Last: an event trigger that refuses every DROP. A restore must remove it first.
+CREATE FUNCTION public.refuse_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'drops are not allowed here (%)', tg_tag;
+END
+$$;
+CREATE EVENT TRIGGER no_drops ON ddl_command_start
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP VIEW', 'DROP FUNCTION', 'DROP TYPE')
+    EXECUTE FUNCTION public.refuse_drops();
 """
 
-SEQUENCES = ("invoice_numbers", "accounts_id_seq", "orders_id_seq", "users_id_seq")
 
-
-def schema_dump(dbname: str) -> str:
+def schema_dump(dbname: str, catalog_schema: str = "glacierd") -> str:
     """``pg_dump --schema-only`` of the application (glacierd's schema left out), without
     comment lines and the ``\\restrict`` lines, which carry a random key."""
     out = subprocess.run(
-        ["pg_dump", "--schema-only", "--exclude-schema=glacierd", "-d", pg.dsn_for(dbname)],
+        [
+            "pg_dump",
+            "--schema-only",
+            f"--exclude-schema={catalog_schema}",
+            "-d",
+            pg.dsn_for(dbname),
+        ],
         check=True,
         capture_output=True,
         text=True,
+        timeout=120,
     ).stdout
     return "\n".join(
         line
@@ -98,14 +305,20 @@ def schema_dump(dbname: str) -> str:
     )
 
 
-async def sequence_values(dbname: str, names: tuple[str, ...] = SEQUENCES) -> dict[str, tuple]:
+async def sequence_values(dbname: str, catalog_schema: str = "glacierd") -> dict[str, tuple]:
+    """Every sequence's (last_value, is_called), by qualified name."""
     conn = await asyncpg.connect(pg.dsn_for(dbname))
     try:
+        names = [
+            r["name"]
+            for r in await conn.fetch(
+                "SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences "
+                "WHERE schemaname <> $1 ORDER BY 1",
+                catalog_schema,
+            )
+        ]
         values = {}
         for name in names:
-            if await conn.fetchval("SELECT to_regclass($1)", name) is None:
-                values[name] = None
-                continue
             row = await conn.fetchrow(f"SELECT last_value, is_called FROM {name}")
             values[name] = (row["last_value"], row["is_called"])
         return values
@@ -113,22 +326,57 @@ async def sequence_values(dbname: str, names: tuple[str, ...] = SEQUENCES) -> di
         await conn.close()
 
 
+async def large_objects(dbname: str) -> dict[int, str]:
+    """Every large object: oid → SHA-256 of its contents."""
+    conn = await asyncpg.connect(pg.dsn_for(dbname))
+    try:
+        rows = await conn.fetch(
+            "SELECT oid::bigint AS oid, lo_get(oid) AS data FROM pg_largeobject_metadata"
+        )
+        return {r["oid"]: hashlib.sha256(r["data"]).hexdigest() for r in rows}
+    finally:
+        await conn.close()
+
+
+async def matview_rows(dbname: str, catalog_schema: str = "glacierd") -> dict[str, list[str]]:
+    """Materialized views' contents (pg_tables, which table_rows reads, leaves them out)."""
+    conn = await asyncpg.connect(pg.dsn_for(dbname))
+    try:
+        names = [
+            r["name"]
+            for r in await conn.fetch(
+                "SELECT format('%I.%I', schemaname, matviewname) AS name FROM pg_matviews "
+                "WHERE schemaname <> $1 AND ispopulated ORDER BY 1",
+                catalog_schema,
+            )
+        ]
+        return {
+            name: sorted(r["t"] for r in await conn.fetch(f"SELECT t::text AS t FROM {name} t"))
+            for name in names
+        }
+    finally:
+        await conn.close()
+
+
 @dataclass
 class DbState:
-    """Everything the tests compare: every table's rows, the schema, sequence values."""
+    """Everything the tests compare: every table's rows, materialized views' rows, the
+    schema, sequence values, large objects."""
 
     rows: dict[str, list[str]]
+    matviews: dict[str, list[str]]
     schema: str
-    sequences: dict[str, tuple | None]
+    sequences: dict[str, tuple]
+    large_objects: dict[int, str]
 
     def assert_same(self, other: DbState) -> None:
         assert sorted(other.rows) == sorted(self.rows), "the set of tables differs"
         for table, rows in self.rows.items():
             assert other.rows[table] == rows, f"rows of {table} differ"
-        assert other.sequences == self.sequences
+        assert other.matviews == self.matviews, "materialized views differ"
+        assert other.sequences == self.sequences, "sequence values differ"
+        assert other.large_objects == self.large_objects, "large objects differ"
         if other.schema != self.schema:
-            import difflib
-
             diff = "\n".join(
                 difflib.unified_diff(
                     self.schema.splitlines(), other.schema.splitlines(), lineterm="", n=1
@@ -136,6 +384,20 @@ class DbState:
             )
             raise AssertionError(f"schemas differ:\n{diff}")
 
+    def assert_differs_in_every_way(self, other: DbState) -> None:
+        """``other`` (the database changed after the backup) differs in each respect."""
+        assert other.rows != self.rows
+        assert other.matviews != self.matviews
+        assert other.schema != self.schema
+        assert other.sequences != self.sequences
+        assert other.large_objects != self.large_objects
 
-async def capture(dbname: str) -> DbState:
-    return DbState(pg.table_rows(dbname), schema_dump(dbname), await sequence_values(dbname))
+
+async def capture(dbname: str, catalog_schema: str = "glacierd") -> DbState:
+    return DbState(
+        pg.table_rows(dbname, exclude_schema=catalog_schema),
+        await matview_rows(dbname, catalog_schema),
+        schema_dump(dbname, catalog_schema),
+        await sequence_values(dbname, catalog_schema),
+        await large_objects(dbname),
+    )

@@ -125,13 +125,14 @@ def executable(path: Path, script: str) -> Path:
 
 
 def pg_restore_wrapper(path: Path, when_restoring: str) -> Path:
-    """A stand-in pg_restore: ``--list`` and ``--version`` go to the real one; generating
-    the restore script runs ``when_restoring`` (with $REAL set to the real pg_restore)."""
+    """A stand-in pg_restore: ``--list``, ``--version`` and the schemas' script
+    (``--schema-only``) go to the real one; generating the restore script runs
+    ``when_restoring`` (with $REAL set to the real pg_restore)."""
     return executable(
         path,
         f'REAL="{REAL_PG_RESTORE}"\n'
-        'for a in "$@"; do case "$a" in --list|--version) exec "$REAL" "$@";; esac; done\n'
-        + when_restoring,
+        'for a in "$@"; do case "$a" in --list|--version|--schema-only) exec "$REAL" "$@";; '
+        "esac; done\n" + when_restoring,
     )
 
 
@@ -156,18 +157,18 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
 
 @pytest.fixture
 async def rich_db(app_db: str) -> str:
-    """The sample database plus the rich schema (extension, enum, view, trigger, …)."""
+    """The sample database plus the realistic schema (tests/restore_schema.py: partitions,
+    inheritance, extensions, views and materialized views, large objects, …)."""
     await pg.populate(app_db, RICH_SCHEMA)
     return app_db
 
 
 async def change_database(dbname: str, before: DbState) -> DbState:
-    """Change rows, schema and sequences; check that each of them did change."""
+    """Change rows, materialized views, schema, sequences and large objects; check that each
+    of them did change."""
     await pg.populate(dbname, CHANGES)
     after = await capture(dbname)
-    assert after.rows != before.rows
-    assert after.schema != before.schema
-    assert after.sequences != before.sequences
+    before.assert_differs_in_every_way(after)
     return after
 
 
@@ -184,6 +185,9 @@ async def test_round_trip_of_a_rich_schema_keeps_the_catalog(
         assert "public.orders" in at_backup.rows and "CREATE EXTENSION" in at_backup.schema
         for thing in ("CREATE VIEW", "CREATE TRIGGER", "CREATE TYPE", "CREATE DOMAIN"):
             assert thing in at_backup.schema
+        for thing in ("PARTITION BY RANGE", "INHERITS", "MATERIALIZED VIEW", "tsvector"):
+            assert thing in at_backup.schema
+        assert "app.events_2025_early" in at_backup.rows and at_backup.large_objects
         await change_database(rich_db, at_backup)
         b2 = bid(await run_backup(ctx, "test"))  # catalog rows written after the first backup
 
@@ -214,7 +218,7 @@ async def test_round_trip_of_a_rich_schema_keeps_the_catalog(
             await conn.execute("INSERT INTO orders (account_id, quantity) VALUES (1, 0)")
         with pytest.raises(asyncpg.InvalidTextRepresentationError):  # enum value added later
             await conn.execute("SELECT 'ecstatic'::mood")
-        last, _ = at_backup.sequences["invoice_numbers"] or (0, False)
+        last, _ = at_backup.sequences["public.invoice_numbers"]
         assert last == 4242 + 300  # setval, then one nextval per order
         assert await conn.fetchval("SELECT nextval('invoice_numbers')") == last + 1
         assert await conn.fetchval("SELECT to_regproc('added_function')") is None

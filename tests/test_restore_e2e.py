@@ -1,5 +1,8 @@
 """Restores driven over HTTP on the real daemon: they complete on their own (S3 and vault,
-with signed SNS notifications from moto), and survive the daemon being killed."""
+with signed SNS notifications from moto), and survive the daemon being killed. The database
+holds the realistic schema of tests/restore_schema.py, changed in every way after the
+backup; a restore must make it equal to the backup (rows, schema, sequences, large
+objects)."""
 
 from __future__ import annotations
 
@@ -28,8 +31,20 @@ from tests.aws_fixtures import (
     subscribe,
 )
 from tests.daemon import free_port
+from tests.restore_schema import CHANGES, RICH_SCHEMA, DbState, capture
 
 client = aws_client
+
+
+@pytest.fixture
+async def app_db(app_db: str) -> str:
+    """The sample database plus the realistic schema."""
+    await pg.populate(app_db, RICH_SCHEMA)
+    return app_db
+
+
+def db_state(dbname: str) -> DbState:
+    return asyncio.run(capture(dbname))
 
 
 def sql(dbname: str, statement: str) -> None:
@@ -44,16 +59,9 @@ def sql(dbname: str, statement: str) -> None:
 
 
 def change_everything(app_db: str, files_root: Path) -> None:
-    """After the backup: data and schema change, a file is lost, an unknown file appears."""
-    sql(
-        app_db,
-        """
-        INSERT INTO users (email) VALUES ('late@example.com');
-        DELETE FROM documents WHERE id <= 10;
-        UPDATE users SET email = 'changed@example.com' WHERE id = 5;
-        CREATE TABLE added_later (id int);
-    """,
-    )
+    """After the backup: the database changes in every way, a file is lost, an unknown file
+    appears."""
+    asyncio.run(pg.populate(app_db, CHANGES))
     (files_root / "ab" / "ef" / "abef5678").unlink()
     (files_root / "uploads-after-backup").mkdir()
     (files_root / "uploads-after-backup" / "new.bin").write_bytes(b"new")
@@ -68,9 +76,9 @@ def wait_restore(d, restore_id: int, timeout: float = 60) -> dict[str, Any]:
 
 
 def check_restored(
-    app_db: str, rows_at_backup: dict, files_root: Path, original: bytes, tmp_path: Path
+    app_db: str, at_backup: DbState, files_root: Path, original: bytes, tmp_path: Path
 ) -> None:
-    assert pg.table_rows(app_db) == rows_at_backup
+    db_state(app_db).assert_same(at_backup)
     assert (files_root / "ab" / "ef" / "abef5678").read_bytes() == original
     assert not (files_root / "uploads-after-backup" / "new.bin").exists()
     assert (tmp_path / "orphans" / "uploads-after-backup" / "new.bin").read_bytes() == b"new"
@@ -94,7 +102,7 @@ def test_s3_restore_completes_on_its_own_with_sns(
     d = daemon_factory(settings, env=AWS_ENV)
     subscribe(moto_server, topic, sns_port)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
-    rows_at_backup = pg.table_rows(app_db)
+    at_backup = db_state(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
     change_everything(app_db, files_root)
 
@@ -117,7 +125,7 @@ def test_s3_restore_completes_on_its_own_with_sns(
         s3.head_object(Bucket=s3_bucket, Key=key)
     final = wait_restore(d, rid)
     assert final["state"] == "restored", final
-    check_restored(app_db, rows_at_backup, files_root, original, tmp_path)
+    check_restored(app_db, at_backup, files_root, original, tmp_path)
     assert any(
         e.get("source") == "sns" for e in d.events() if e.get("event") == "archive.status_changed"
     )
@@ -148,7 +156,7 @@ def test_vault_restore_completes_on_its_own_with_sns(
     d = daemon_factory(settings, env=AWS_ENV)
     subscribe(vault_moto, topic, sns_port)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
-    rows_at_backup = pg.table_rows(app_db)
+    at_backup = db_state(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
     change_everything(app_db, files_root)
     rid = d.request("POST", f"/backups/{backup['id']}/restore").json()["id"]
@@ -171,7 +179,7 @@ def test_vault_restore_completes_on_its_own_with_sns(
         client("sns", vault_moto).publish(TopicArn=topic, Message=json.dumps(desc, default=str))
     final = wait_restore(d, rid)
     assert final["state"] == "restored", final
-    check_restored(app_db, rows_at_backup, files_root, original, tmp_path)
+    check_restored(app_db, at_backup, files_root, original, tmp_path)
     d.stop()
 
 
@@ -180,7 +188,7 @@ def slow_pg_restore(tmp_path: Path) -> Path:
     # Lists pass through; the script is generated only after a pause, so the daemon can be
     # killed while the restore transaction is open.
     tool.write_text(
-        '#!/bin/sh\ncase "$1" in --list|--version) exec pg_restore "$@";; esac\n'
+        '#!/bin/sh\ncase "$1" in --list|--version|--schema-only) exec pg_restore "$@";; esac\n'
         'sleep 3\nexec pg_restore "$@"\n'
     )
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
@@ -196,10 +204,10 @@ def test_kill_while_restoring_then_restart_finishes_correctly(
     )
     d = daemon_factory(settings)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
-    rows_at_backup = pg.table_rows(app_db)
+    at_backup = db_state(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
     change_everything(app_db, files_root)
-    rows_before_restore = pg.table_rows(app_db)
+    before_restore = db_state(app_db)
     rid = d.request("POST", f"/backups/{backup['id']}/restore").json()["id"]
     d.wait_for(
         lambda: d.request("GET", f"/restores/{rid}").json()["state"] == "restoring",
@@ -211,13 +219,13 @@ def test_kill_while_restoring_then_restart_finishes_correctly(
     d.kill()
     subprocess.run(["pkill", "-f", "slow_pg_restore"], check=False)
     # Killed mid-transaction: PostgreSQL rolled back, the database is as before the restore.
-    assert pg.table_rows(app_db) == rows_before_restore
+    db_state(app_db).assert_same(before_restore)
 
     settings["database"].pop("pg_restore")
     d2 = daemon_factory(settings, name="restarted")
     final = wait_restore(d2, rid)
     assert final["state"] == "restored", final
-    check_restored(app_db, rows_at_backup, files_root, original, tmp_path)
+    check_restored(app_db, at_backup, files_root, original, tmp_path)
     snaps = d2.request("GET", "/snapshots").json()["snapshots"]
     assert len(snaps) == 1, "the safety snapshot must be taken once, before the first attempt"
     assert final["steps"]["snapshot"]["id"] == snaps[0]["id"]
@@ -237,7 +245,7 @@ def test_restart_resumes_a_request_left_in_each_state(
     )
     d = daemon_factory(settings)
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
-    rows_at_backup = pg.table_rows(app_db)
+    at_backup = db_state(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
     change_everything(app_db, files_root)
     rid = d.request("POST", f"/backups/{backup['id']}/restore").json()["id"]
@@ -247,7 +255,7 @@ def test_restart_resumes_a_request_left_in_each_state(
     d2 = daemon_factory(settings, name="restarted")
     final = wait_restore(d2, rid)
     assert final["state"] == "restored", final
-    check_restored(app_db, rows_at_backup, files_root, original, tmp_path)
+    check_restored(app_db, at_backup, files_root, original, tmp_path)
     d2.stop()
 
 
@@ -256,10 +264,10 @@ def test_cli_restore_waits_and_dry_run_changes_nothing(
 ):
     d = daemon_factory()
     backup = d.wait_backup(d.request("POST", "/backups").json()["id"])
-    rows_at_backup = pg.table_rows(app_db)
+    at_backup = db_state(app_db)
     original = (files_root / "ab" / "ef" / "abef5678").read_bytes()
     change_everything(app_db, files_root)
-    rows_changed = pg.table_rows(app_db)
+    changed = db_state(app_db)
     base = [sys.executable, "-m", "glacierd", "--config", str(d.config)]
     env = {**os.environ}
     plan = subprocess.run(
@@ -273,7 +281,7 @@ def test_cli_restore_waits_and_dry_run_changes_nothing(
     body = json.loads(plan.stdout)
     assert body["dry_run"] is True and body["files_to_retrieve"]["count"] == 1
     assert body["orphans"]["count"] == 1 and "public.users" in body["tables"]
-    assert pg.table_rows(app_db) == rows_changed
+    db_state(app_db).assert_same(changed)
     assert d.request("GET", "/restores").json()["restores"] == []
 
     run = subprocess.run(
@@ -285,14 +293,14 @@ def test_cli_restore_waits_and_dry_run_changes_nothing(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "restored" in run.stdout.splitlines()[-1]
-    check_restored(app_db, rows_at_backup, files_root, original, tmp_path)
+    check_restored(app_db, at_backup, files_root, original, tmp_path)
 
     # Undo it: the safety snapshot brings back the state from before the restore.
     snap = d.request("GET", "/snapshots").json()["snapshots"][0]
     r = d.request("POST", f"/snapshots/{snap['id']}/restore")
     assert r.status == 202
     assert wait_restore(d, r.json()["id"])["state"] == "restored"
-    assert pg.table_rows(app_db) == rows_changed
+    db_state(app_db).assert_same(changed)
     d.stop()
 
 

@@ -81,6 +81,27 @@ async def connection(
         await conn.close()
 
 
+# Server process ids of this process's open catalog connections. A restore that ends the
+# database's "other sessions" must never end these (one of them holds the operation lock),
+# whatever application_name the DSN gives them.
+_own_backends: set[int] = set()
+
+
+def own_backend_pids() -> frozenset[int]:
+    return frozenset(_own_backends)
+
+
+def _remember_backend(conn: asyncpg.Connection) -> None:
+    pid = conn.get_server_pid()
+    _own_backends.add(pid)
+    conn.add_termination_listener(lambda _conn: _own_backends.discard(pid))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    _remember_backend(conn)
+    await _json_codec(conn)
+
+
 async def _json_codec(conn: asyncpg.Connection) -> None:
     # jsonb columns (restore options and steps, a backup's tables) in and out as Python
     # values, decoded in one place instead of at every query.
@@ -110,7 +131,7 @@ class Catalog:
         try:
             kwargs = await asyncio.to_thread(self.conninfo.asyncpg_kwargs)
             self._pool = await asyncpg.create_pool(
-                min_size=1, max_size=6, command_timeout=None, init=_json_codec, **kwargs
+                min_size=1, max_size=6, command_timeout=None, init=_init_connection, **kwargs
             )
         except _CONNECT_ERRORS as exc:
             raise CatalogError(describe_connect_error(exc, self.conninfo, "catalog")) from None

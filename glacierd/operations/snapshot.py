@@ -28,7 +28,10 @@ async def take_snapshot(ctx: Context, reason: str) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = cfg.state_dir / "snapshots" / f"snapshot-{stamp}.dump"
     dump = PgDump(
-        cfg.database.pg_dump, cfg.database.conninfo, [f"--exclude-schema={cfg.catalog.schema}"]
+        cfg.database.pg_dump,
+        cfg.database.conninfo,
+        [f"--exclude-schema={cfg.catalog.schema}"],
+        lock_wait_seconds=cfg.restore.lock_timeout_seconds,  # another session's lock: fail
     )
     digest = Digest()
     async with aclosing(dump.chunks()) as chunks:
