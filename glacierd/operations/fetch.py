@@ -191,6 +191,11 @@ class Fetcher:
             )
         return None
 
+    def forget(self, archive_id: int) -> None:
+        """Start counting afresh (a restore gave up on it: the next one tries again)."""
+        self.failures.pop(archive_id, None)
+        self.verification_failures.pop(archive_id, None)
+
     def waiting(self, archive_id: int) -> str | None:
         """A problem on this machine that keeps the download from succeeding, or None."""
         failure = self.failures.get(archive_id)

@@ -296,6 +296,7 @@ class RestoreDriver:
             for a in waiting:
                 why = fetcher.gave_up(a["id"])
                 if why:
+                    fetcher.forget(a["id"])  # a later request starts counting afresh
                     raise RestoreFailed(
                         f"archive {a['id']} ({a['path'] or 'database dump'}) cannot be "
                         f"fetched: {why}; nothing was changed."
