@@ -16,6 +16,7 @@ finds imported fixtures) or from a conftest with ``pytest_plugins = ["tests.aws_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import uuid
@@ -151,8 +152,9 @@ def s3_bucket(moto_server: str) -> str:
 #: "slowdown": answer 503 SlowDown without forwarding.
 #: "drop": read part of the request body, then drop the connection (nothing forwarded).
 #: "cut": forward, then send the headers and half the response body, and drop the connection.
-#: "slow": forward, then wait ``delay`` seconds before answering.
-FAULT_ACTIONS = ("500", "slowdown", "drop", "cut", "slow")
+#: "slow": forward, then wait ``delay`` seconds (or until the proxy stops) before answering.
+#: "denied": answer 403 AccessDenied without forwarding.
+FAULT_ACTIONS = ("500", "slowdown", "drop", "cut", "slow", "denied")
 
 
 @dataclass
@@ -161,6 +163,7 @@ class Fault:
     method: str | None = None
     query: str | None = None  # a query parameter that must be present (e.g. "partNumber")
     query_value: tuple[str, str] | None = None  # a parameter with a given value
+    path: str | None = None  # a substring of the (unquoted) request path
     times: int = 1  # how many matching requests to hit; -1 means every one
     delay: float = 0.0
     hits: int = 0
@@ -171,6 +174,8 @@ class Fault:
         if self.method and request.method != self.method:
             return False
         if self.query and self.query not in request.query:
+            return False
+        if self.path and self.path not in request.path:
             return False
         if self.query_value:
             name, value = self.query_value
@@ -204,6 +209,7 @@ class FaultProxy:
     url: str = ""
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def inject(
         self,
@@ -212,11 +218,12 @@ class FaultProxy:
         method: str | None = None,
         query: str | None = None,
         query_value: tuple[str, str] | None = None,
+        path: str | None = None,
         times: int = 1,
         delay: float = 0.0,
     ) -> Fault:
         assert action in FAULT_ACTIONS, action
-        fault = Fault(action, method, query, query_value, times, delay)
+        fault = Fault(action, method, query, query_value, path, times, delay)
         self.faults.append(fault)
         return fault
 
@@ -244,6 +251,7 @@ class FaultProxy:
         return self.url
 
     async def stop(self) -> None:
+        self._stopping.set()  # answers held back by "slow" go out now
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -260,13 +268,17 @@ class FaultProxy:
         fault = self._pick(request)
         what = fault.action if fault else "forwarded"
         self.log.append((request.method, request.path_qs, what))
-        if fault and fault.action in ("500", "slowdown"):
+        if fault and fault.action in ("500", "slowdown", "denied"):
             await request.read()
-            code, status, message = (
-                ("InternalError", 500, "We encountered an internal error. Please try again.")
-                if fault.action == "500"
-                else ("SlowDown", 503, "Please reduce your request rate.")
-            )
+            code, status, message = {
+                "500": (
+                    "InternalError",
+                    500,
+                    "We encountered an internal error. Please try again.",
+                ),
+                "slowdown": ("SlowDown", 503, "Please reduce your request rate."),
+                "denied": ("AccessDenied", 403, "Access Denied"),
+            }[fault.action]
             body = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
                 f"<Error><Code>{code}</Code><Message>{message}</Message>"
@@ -297,7 +309,8 @@ class FaultProxy:
             status = upstream.status
             length = upstream.headers.get("Content-Length")
         if fault and fault.action == "slow":
-            await asyncio.sleep(fault.delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), fault.delay)
         response = web.StreamResponse(status=status, headers=out_headers)
         if request.method == "HEAD":
             if length is not None:

@@ -134,6 +134,11 @@ def run_backup(d: Any) -> dict[str, Any]:
     return d.wait_backup(r.json()["id"], timeout=90)
 
 
+def left_paths(left: set[str]) -> set[str]:
+    """The file paths behind the failed backup's kept keys (prefix and suffix removed)."""
+    return {k.removeprefix(f"{PREFIX}files/").rsplit("@backup", 1)[0] for k in left}
+
+
 def part_puts(method: str, path: str, _: str) -> bool:
     return method == "PUT" and "partNumber=" in path
 
@@ -143,8 +148,8 @@ def keys(moto_server: str, bucket: str) -> set[str]:
     return {o["Key"] for o in listing.get("Contents", [])}
 
 
-def assert_stored_intact(moto_server: str, bucket: str, data: bytes) -> None:
-    obj = s3(moto_server).get_object(Bucket=bucket, Key=f"{PREFIX}files/{BIG}")
+def assert_stored_intact(moto_server: str, bucket: str, data: bytes, backup_id: int) -> None:
+    obj = s3(moto_server).get_object(Bucket=bucket, Key=f"{PREFIX}files/{BIG}@backup{backup_id}")
     assert obj["ETag"].strip('"').endswith("-2")  # it really went up in two parts
     assert obj["Body"].read() == data
 
@@ -166,7 +171,7 @@ def test_transient_part_failures_are_retried(
     assert proxy.injected("500") == 1 and proxy.injected("slowdown") == 1
     # Two parts and two faults: whichever parts they hit, two part PUTs were sent again.
     assert proxy.count(part_puts) == 4
-    assert_stored_intact(moto_server, s3_bucket, big_file)
+    assert_stored_intact(moto_server, s3_bucket, big_file, detail["id"])
     assert not s3(moto_server).list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
 
 
@@ -192,7 +197,7 @@ def test_persistent_part_failure_fails_the_backup_cleanly(
     # Nothing of the failed backup is left but whole small files, kept for the next backup
     # to adopt: no dump, no piece of the big file.
     left = keys(moto_server, s3_bucket)
-    assert left <= {f"{PREFIX}files/{p}" for p in SMALL}, left
+    assert left <= {f"{PREFIX}files/{p}@backup{detail['id']}" for p in SMALL}, left
     listed = daemon.request("GET", "/backups").json()["backups"]
     assert [b["status"] for b in listed] == ["failed"]
 
@@ -202,8 +207,11 @@ def test_persistent_part_failure_fails_the_backup_cleanly(
     assert second["status"] == "completed", second
     assert second["file_count"] == 4
     assert second["new_files"] == 1 + len(SMALL) - len(left)
-    assert_stored_intact(moto_server, s3_bucket, big_file)
+    assert_stored_intact(moto_server, s3_bucket, big_file, second["id"])
     stored = keys(moto_server, s3_bucket)
-    assert {f"{PREFIX}files/{p}" for p in {*SMALL, BIG}} <= stored
+    # Small files stored by the failed backup are adopted, the rest is this backup's.
+    assert {f"{PREFIX}files/{p}@backup{detail['id']}" for p in left_paths(left)} | {
+        f"{PREFIX}files/{p}@backup{second['id']}" for p in {*SMALL, BIG} - left_paths(left)
+    } <= stored
     assert len([k for k in stored if k.startswith(f"{PREFIX}database/")]) == 1
     assert not s3(moto_server).list_multipart_uploads(Bucket=s3_bucket).get("Uploads")

@@ -50,9 +50,10 @@ def test_backup_over_http_stores_dump_and_files_once(daemon_factory, tmp_path, f
     fourth = d.wait_backup(d.request("POST", "/backups").json()["id"])
     assert third["new_files"] == 1 and fourth["new_files"] == 0
     keys = vault_files(vault)
-    assert keys.count("files/new/deep/added.png") == 1
+    added = f"files/new/deep/added.png@backup{third['id']}"  # the key of this backup's upload
+    assert keys.count(added) == 1
     assert sum(k.startswith("files/") for k in keys) == 4
-    stored = (vault / "files/new/deep/added.png").read_bytes()
+    stored = (vault / added).read_bytes()
     assert stored == (files_root / "new/deep/added.png").read_bytes()
 
     listing = d.request("GET", "/backups").json()["backups"]

@@ -1,8 +1,11 @@
-"""Changing an archive's retrieval status: every change goes through ``transition``.
+"""Changing an archive's retrieval status: every change goes through one guarded UPDATE.
 
-The UPDATE is guarded by the legal source statuses from ``catalog.status``, so two paths
-racing (an SNS notification and a poll, or a duplicate notification) cannot apply the same
-edge twice or move an archive backwards: the loser's UPDATE matches no row.
+Who may take which edge is ``catalog.status``'s table; this module turns it into SQL. Store
+news (SNS, polling, the answer to our own request) is a compare-and-set: the UPDATE matches
+only while the row still has the status, generation and job id the caller saw before it
+asked the store, so an answer that was overtaken (a fetch finished, a newer request
+started, a newer job replaced the old one) matches no row and changes nothing. Each status
+change, and each answer to our own request, moves ``retrieval_generation`` on.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ _FIELDS = {
     "ready_until",
     "local_path",
     "retrieval_error",
+    "retrieval_asking",
 }
 
 
@@ -33,26 +37,85 @@ def _assignments(fields: dict[str, Any], first: int) -> list[str]:
     return [f"{name} = ${n}" for n, name in enumerate(fields, start=first)]
 
 
-async def transition(
-    db: Conn, catalog: Catalog, archive_id: int, new: str, **fields: Any
+async def compare_and_set(
+    db: Conn,
+    catalog: Catalog,
+    seen: dict[str, Any],
+    new: str,
+    who: str,
+    *,
+    match_job: bool = True,
+    **fields: Any,
 ) -> dict[str, Any] | None:
-    """Move one archive to ``new`` if its current status allows it; returns the new row.
+    """Move the archive from the status in ``seen`` (the row as the caller read it) to
+    ``new``, if ``who`` may take that edge and the row is still as seen; returns the new row.
 
-    None means nothing changed: the archive was already there, or the edge is not legal
-    from where it is now (a late or duplicate event). Extra ``fields`` are set alongside.
+    "As seen" is the status and the generation, and — unless ``match_job`` is False (the
+    answer to our own request, which may learn its job id from SNS first) — the job id.
+    ``new`` equal to the seen status refreshes details (a job id, an expiry). None means
+    nothing changed: the edge is not this caller's, or the row moved on meanwhile.
     """
-    sets = ["retrieval_status = $2", *_assignments(fields, first=4)]
-    args = [archive_id, new, status.sources_for(new), *fields.values()]
-    guard = ""
-    if new == "pending":
-        # ready -> pending only once the readable copy expired: a late "still running"
-        # answer must not hide a copy that is ready to download.
-        guard = " AND NOT (retrieval_status = 'ready' AND coalesce(ready_until > now(), true))"
+    current = seen["retrieval_status"]
+    if not status.allowed(current, new, who) or (new == current and not fields):
+        return None
+    args: list[Any] = [seen["id"], new, current, seen["retrieval_generation"]]
+    where = [
+        "id = $1",
+        "state = 'stored'",
+        "retrieval_status = $3",
+        "retrieval_generation = $4",
+    ]
+    if match_job:
+        args.append(seen["retrieval_job_id"])
+        where.append(f"retrieval_job_id IS NOT DISTINCT FROM ${len(args)}")
+    guard = status.guard(current, new, who)
+    if guard:
+        where.append(guard)
+    sets = ["retrieval_status = $2", *_assignments(fields, first=len(args) + 1)]
+    if new != current or who == status.REQUEST:
+        sets.append("retrieval_generation = retrieval_generation + 1")
+    if new != "pending" and "retrieval_asking" not in fields:
+        sets.append("retrieval_asking = false")  # a claim means nothing outside "pending"
     row = await db.fetchrow(
         f"UPDATE {catalog.q}.archives SET {', '.join(sets)} "
-        "WHERE id = $1 AND state = 'stored' AND retrieval_status = ANY($3::text[])"
-        f"{guard} RETURNING *",
+        f"WHERE {' AND '.join(where)} RETURNING *",
         *args,
+        *fields.values(),
+    )
+    return dict(row) if row else None
+
+
+async def claim_retrieval(
+    db: Conn, catalog: Catalog, seen: dict[str, Any], **fields: Any
+) -> dict[str, Any] | None:
+    """Claim an archive for a retrieval request: ``pending`` and "asking" if it is still as
+    ``seen``. Only the caller that gets the row back asks the store (no duplicate jobs)."""
+    return await compare_and_set(
+        db,
+        catalog,
+        seen,
+        "pending",
+        status.REQUEST,
+        retrieval_asking=True,
+        retrieval_job_id=None,
+        retrieval_expected_at=None,
+        ready_until=None,
+        **fields,
+    )
+
+
+async def mark_local(
+    db: Conn, catalog: Catalog, archive_id: int, local_path: str
+) -> dict[str, Any] | None:
+    """A download matched its SHA-256: the archive is local, whatever news came meanwhile."""
+    row = await db.fetchrow(
+        f"UPDATE {catalog.q}.archives SET retrieval_status = 'local', local_path = $2, "
+        "retrieval_error = NULL, retrieval_asking = false, "
+        "retrieval_generation = retrieval_generation + 1 "
+        "WHERE id = $1 AND state = 'stored' AND retrieval_status = ANY($3::text[]) RETURNING *",
+        archive_id,
+        local_path,
+        status.sources_for("local", status.FETCH),
     )
     return dict(row) if row else None
 
@@ -82,6 +145,16 @@ async def with_status(
         "AND retrieval_status = ANY($2::text[]) ORDER BY id",
         store_name,
         statuses,
+    )
+    return [dict(r) for r in rows]
+
+
+async def asking(db: Conn, catalog: Catalog, store_name: str) -> list[dict[str, Any]]:
+    """Archives claimed for a retrieval whose request was never answered."""
+    rows = await db.fetch(
+        f"SELECT * FROM {catalog.q}.archives WHERE state = 'stored' AND store_name = $1 "
+        "AND retrieval_status = 'pending' AND retrieval_asking ORDER BY id",
+        store_name,
     )
     return [dict(r) for r in rows]
 

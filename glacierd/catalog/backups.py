@@ -101,6 +101,17 @@ async def mark_stored(
     )
 
 
+async def keys_in_use(db: Conn, catalog: Catalog, store_name: str, keys: list[str]) -> list[str]:
+    """Which of ``keys`` an archive row of this store already has (any state)."""
+    records = await db.fetch(
+        f"SELECT DISTINCT store_key FROM {catalog.q}.archives "
+        "WHERE store_name = $1 AND store_key = ANY($2::text[])",
+        store_name,
+        keys,
+    )
+    return [r["store_key"] for r in records]
+
+
 async def drop_archive_rows(db: Conn, catalog: Catalog, ids: list[int]) -> None:
     if ids:
         await db.execute(f"DELETE FROM {catalog.q}.archives WHERE id = ANY($1::bigint[])", ids)
@@ -189,12 +200,16 @@ async def unfinished_archives(db: Conn, catalog: Catalog, backup_id: int) -> lis
 
     Its database dump and any upload that never finished. File archives that finished
     uploading stay: the next backup adopts them, so each file is still archived once.
+    ``shared`` says that another archive row names the same object: then only the row may
+    go, never the object.
     """
     records = await db.fetch(
-        f"SELECT * FROM {catalog.q}.archives WHERE created_by = $1 "
-        "AND (state = 'uploading' OR kind = 'database') "
+        f"SELECT a.*, EXISTS (SELECT 1 FROM {catalog.q}.archives o "
+        "WHERE o.store_name = a.store_name AND o.store_key = a.store_key AND o.id <> a.id"
+        f") AS shared FROM {catalog.q}.archives a WHERE a.created_by = $1 "
+        "AND (a.state = 'uploading' OR a.kind = 'database') "
         f"AND NOT EXISTS (SELECT 1 FROM {catalog.q}.backup_archives ba "
-        "WHERE ba.archive_id = archives.id AND ba.backup_id <> $1)",
+        "WHERE ba.archive_id = a.id AND ba.backup_id <> $1)",
         backup_id,
     )
     return [dict(r) for r in records]

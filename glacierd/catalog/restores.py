@@ -1,13 +1,25 @@
-"""Queries on restore requests and safety snapshots."""
+"""Queries on restore requests and safety snapshots.
+
+A request's state changes only along ``catalog.status.RESTORE_TRANSITIONS``: the UPDATE is
+guarded by the legal source states (and, when the caller says so, by the state it saw), so
+a late or duplicate step matches no row instead of reviving or re-finishing a request.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
+from glacierd.catalog import status
 from glacierd.catalog.backups import Conn
 from glacierd.catalog.pool import Catalog
 
-ACTIVE = ("requested", "retrieving", "fetching", "restoring")
+ACTIVE = status.RESTORE_ACTIVE
+
+
+class AnotherRestoreActive(Exception):
+    """The database refused a second active restore (the ``restores_one_active`` index)."""
 
 
 def _row(record: Any) -> dict[str, Any] | None:
@@ -15,7 +27,7 @@ def _row(record: Any) -> dict[str, Any] | None:
 
 
 async def create(
-    db: Conn,
+    pool: asyncpg.Pool,
     catalog: Catalog,
     *,
     backup_id: int | None,
@@ -23,20 +35,29 @@ async def create(
     options: dict[str, Any],
     archive_ids: list[int],
 ) -> int:
-    restore_id = await db.fetchval(
-        f"INSERT INTO {catalog.q}.restores (backup_id, snapshot_id, options) "
-        "VALUES ($1, $2, $3::jsonb) RETURNING id",
-        backup_id,
-        snapshot_id,
-        options,
-    )
-    if archive_ids:
-        await db.execute(
-            f"INSERT INTO {catalog.q}.restore_archives (restore_id, archive_id) "
-            "SELECT $1, unnest($2::bigint[])",
-            restore_id,
-            archive_ids,
-        )
+    """Store a request and its archive list in one transaction: nobody ever sees the one
+    without the other. AnotherRestoreActive if a restore is active already."""
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            restore_id = await conn.fetchval(
+                f"INSERT INTO {catalog.q}.restores (backup_id, snapshot_id, options, "
+                "archive_count) VALUES ($1, $2, $3::jsonb, $4) RETURNING id",
+                backup_id,
+                snapshot_id,
+                options,
+                len(archive_ids),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "restores_one_active":
+                raise AnotherRestoreActive(str(exc)) from None
+            raise
+        if archive_ids:
+            await conn.execute(
+                f"INSERT INTO {catalog.q}.restore_archives (restore_id, archive_id) "
+                "SELECT $1, unnest($2::bigint[])",
+                restore_id,
+                archive_ids,
+            )
     return restore_id
 
 
@@ -58,18 +79,30 @@ async def active(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
 
 
 async def set_state(
-    db: Conn, catalog: Catalog, restore_id: int, state: str, error: str | None = None
-) -> None:
-    finished = state in ("restored", "failed")
-    await db.execute(
-        f"UPDATE {catalog.q}.restores SET state = $2, error = coalesce($3, error), "
-        "updated_at = now(), finished_at = CASE WHEN $4 THEN now() ELSE finished_at END "
-        "WHERE id = $1",
+    db: Conn,
+    catalog: Catalog,
+    restore_id: int,
+    state: str,
+    error: str | None = None,
+    *,
+    expected: str | None = None,
+) -> bool:
+    """Move a request to ``state`` if the table allows it from where it is (and it is still
+    in ``expected``, if given); ``error`` becomes its error note (None clears it). False
+    means nothing changed."""
+    finished = state in status.RESTORE_FINISHED
+    result = await db.execute(
+        f"UPDATE {catalog.q}.restores SET state = $2, error = $3, updated_at = now(), "
+        "finished_at = CASE WHEN $4 THEN now() ELSE finished_at END "
+        "WHERE id = $1 AND state = ANY($5::text[]) AND ($6::text IS NULL OR state = $6)",
         restore_id,
         state,
         error,
         finished,
+        status.restore_sources_for(state),
+        expected,
     )
+    return result != "UPDATE 0"
 
 
 async def mark_step(db: Conn, catalog: Catalog, restore_id: int, step: str, value: Any) -> None:

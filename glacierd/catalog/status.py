@@ -1,6 +1,7 @@
-"""Retrieval status of archives and backups: the one place that knows the legal transitions.
+"""Retrieval status of archives, states of restore requests: the one place that knows the
+legal transitions, and who may take each of them.
 
-Statuses (names from the original glacier_on_rails engine, which operators know):
+Archive statuses (names from the original glacier_on_rails engine, which operators know):
 
     exists     the attached file is already on disk; nothing to retrieve (computed, not stored)
     available  archived; not readable without a retrieval
@@ -10,29 +11,99 @@ Statuses (names from the original glacier_on_rails engine, which operators know)
 
 A backup's status is the lowest among its archives: available < pending < ready < local <
 exists.
+
+Four kinds of callers change an archive's status, and each may take only its own edges:
+
+    request   our own retrieval request: claims the archive (-> pending) before asking the
+              store, applies the store's answer, or undoes the claim if asking failed
+    news      what the store says: SNS notifications, polling, a fetch that found no copy
+    fetch     a download whose SHA-256 matched (-> local)
+    cleanup   a local copy that failed verification again or is gone (local -> available)
+
+Store news is applied as a compare-and-set in SQL (``catalog.archives``): only if the row
+still has the status, generation and job id the caller saw before it asked. ``local`` is
+never a source for news: a verified copy on disk is not moved backwards by anything the
+store says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 ORDER = ("available", "pending", "ready", "local", "exists")
 STORED = ("available", "pending", "ready", "local")  # what the catalog column may hold
 
-# (from, to) -> why this edge exists. Anything not listed is refused by `check`.
-TRANSITIONS: dict[tuple[str, str], str] = {
-    ("available", "pending"): "a retrieval was requested (RestoreObject / archive-retrieval job)",
-    ("available", "ready"): "the store needs no retrieval (GLACIER_IR, STANDARD, local vault "
-    "without delay) or a retrieval we never saw start has finished",
-    ("pending", "ready"): "Glacier finished the retrieval (SNS notification or polling)",
-    ("pending", "available"): "the retrieval job failed or vanished; it must be requested again",
-    ("ready", "local"): "the archive was downloaded and its SHA-256 verified",
-    ("ready", "available"): "the restored copy expired before it was downloaded",
-    ("ready", "pending"): "a new retrieval replaced an expired one (guarded in SQL: only "
-    "once ready_until has passed)",
-    ("local", "available"): "the fetched copy was removed (restored and cleaned up, or lost)",
-    # No edge leaves "local" for "ready" or "pending": news about the store's copy (a late
-    # or duplicate notification) never overrides a verified copy on disk.
+REQUEST, NEWS, FETCH, CLEANUP = "request", "news", "fetch", "cleanup"
+ACTORS = (REQUEST, NEWS, FETCH, CLEANUP)
+
+# SQL conditions on the row as it is at the moment of the UPDATE (guards that a snapshot
+# the caller took earlier cannot express).
+EXPIRED = "coalesce(ready_until <= now(), false)"
+# Our own request is answered (or so old that it was lost: the process died while asking).
+# Until then "the store knows of no retrieval" may just mean "our request has not arrived".
+ANSWERED = "(NOT retrieval_asking OR retrieval_requested_at < now() - interval '30 minutes')"
+
+
+@dataclass(frozen=True)
+class Edge:
+    why: str
+    # who may take this edge -> an extra SQL guard for that caller (None: no guard)
+    who: dict[str, str | None]
+
+
+# (from, to) -> the edge. Anything not listed is refused.
+TRANSITIONS: dict[tuple[str, str], Edge] = {
+    ("available", "pending"): Edge(
+        "we claim the archive before asking the store for a retrieval (RestoreObject / "
+        "archive-retrieval job): only the caller whose claim succeeds asks, so no retrieval "
+        "is requested (and billed) twice",
+        {REQUEST: None},
+    ),
+    ("ready", "pending"): Edge(
+        "a retrieved copy expired: a new request replaces it, or the store says one runs",
+        {REQUEST: EXPIRED, NEWS: EXPIRED},
+    ),
+    ("pending", "pending"): Edge(
+        "the retrieval still runs: its job id or expected time is refreshed (and the answer "
+        "to our own request ends the claim)",
+        {REQUEST: None, NEWS: None},
+    ),
+    ("pending", "ready"): Edge(
+        "Glacier finished the retrieval (the request's answer, SNS or polling)",
+        {REQUEST: None, NEWS: None},
+    ),
+    ("pending", "available"): Edge(
+        "our request failed before the store took it (the claim is undone), or the "
+        "retrieval job failed or vanished and must be requested again — news only once our "
+        "request was answered",
+        {REQUEST: None, NEWS: ANSWERED},
+    ),
+    ("available", "ready"): Edge(
+        "the store needs no retrieval (GLACIER_IR, STANDARD, local vault without delay) or "
+        "a retrieval we never saw start has finished",
+        {NEWS: None},
+    ),
+    ("ready", "ready"): Edge("the readable copy got a new expiry", {NEWS: None}),
+    ("ready", "available"): Edge(
+        "the readable copy expired or was removed before it was downloaded", {NEWS: None}
+    ),
+    ("ready", "local"): Edge("the archive was downloaded and its SHA-256 verified", {FETCH: None}),
+    ("pending", "local"): Edge(
+        "a download that started while the copy was ready finished verified after news "
+        "about the copy arrived: verified bytes beat any news",
+        {FETCH: None},
+    ),
+    ("available", "local"): Edge(
+        "as above: the copy expired while the verified download was finishing",
+        {FETCH: None},
+    ),
+    ("local", "available"): Edge(
+        "the fetched copy failed verification again or is gone; it must be retrieved again",
+        {CLEANUP: None},
+    ),
+    # Nothing but cleanup leaves "local": news about the store's copy (a late, duplicate or
+    # stale notification or poll answer) never overrides a verified copy on disk.
 }
 
 
@@ -40,26 +111,65 @@ class IllegalTransition(ValueError):
     pass
 
 
-def check(current: str, new: str) -> bool:
-    """True if the change is a real transition, False if it is a no-op (same status).
-
-    Notifications arrive at least once and out of order, so a repeated event is a no-op
-    and a late one that would move an archive backwards raises IllegalTransition, which
-    callers treat as "ignore".
-    """
-    if current == new:
-        return False
-    if (current, new) not in TRANSITIONS:
-        raise IllegalTransition(f"retrieval status cannot go from {current} to {new}")
-    return True
+def edge(current: str, new: str, who: str) -> Edge:
+    """The edge ``current -> new`` if ``who`` may take it, else IllegalTransition."""
+    found = TRANSITIONS.get((current, new))
+    if found is None or who not in found.who:
+        raise IllegalTransition(
+            f"{who} cannot move an archive's retrieval status from {current} to {new}"
+        )
+    return found
 
 
-def sources_for(new: str) -> list[str]:
-    """Statuses from which ``new`` may be reached: used in guarded SQL updates."""
-    return [a for (a, b) in TRANSITIONS if b == new]
+def allowed(current: str, new: str, who: str) -> bool:
+    found = TRANSITIONS.get((current, new))
+    return found is not None and who in found.who
+
+
+def guard(current: str, new: str, who: str) -> str | None:
+    """The SQL guard on the edge for this caller (None: none); IllegalTransition if barred."""
+    return edge(current, new, who).who[who]
+
+
+def sources_for(new: str, who: str) -> list[str]:
+    """Statuses from which ``who`` may move an archive to ``new`` (guarded SQL updates)."""
+    return [a for (a, b), e in TRANSITIONS.items() if b == new and a != new and who in e.who]
 
 
 def lowest(statuses: Iterable[str]) -> str | None:
     """A backup's status: the lowest of its archives' statuses (None if it has none)."""
     ranked = [ORDER.index(s) for s in statuses]
     return ORDER[min(ranked)] if ranked else None
+
+
+# ------------------------------------------------------------------ restore requests
+#
+#   requested → retrieving → fetching → restoring → restored   (or failed, with the reason)
+
+RESTORE_ACTIVE = ("requested", "retrieving", "fetching", "restoring")
+RESTORE_FINISHED = ("restored", "failed")
+
+RESTORE_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("requested", "retrieving"): "every needed archive was requested (or is already there)",
+    ("requested", "restoring"): "a safety snapshot is on disk already: nothing to retrieve",
+    ("retrieving", "fetching"): "every needed archive is ready or local",
+    ("fetching", "retrieving"): "a retrieval failed or a copy expired before it was "
+    "downloaded: it is requested again",
+    ("fetching", "fetching"): "waiting on something an operator can fix (a full disk): the "
+    "reason is noted on the request and the download retried",
+    ("fetching", "restoring"): "every needed archive is local and verified again from disk",
+    ("restoring", "restoring"): "the database is restored but a later step (moving orphans) "
+    "failed: noted on the request, retried at the next tick",
+    ("restoring", "restored"): "every step is done",
+    **{
+        (state, "failed"): "the request cannot complete; nothing was changed (the reason says why)"
+        for state in RESTORE_ACTIVE
+    },
+    # Nothing leaves "restored" or "failed": a finished request is history. A late step of
+    # the driver (or a second driver) cannot revive or re-finish it.
+}
+
+
+def restore_sources_for(new: str) -> list[str]:
+    """Restore states from which ``new`` may be reached: used in guarded SQL updates."""
+    return [a for (a, b) in RESTORE_TRANSITIONS if b == new]

@@ -1,8 +1,10 @@
 """Apply verified retrieval events to the catalog.
 
 Messages arrive at least once and in any order. Each event becomes a store state handed to
-``operations.retrieval.apply_state``, whose guarded transitions make a duplicate a no-op
-and a stale event (a "Completed" after the copy was fetched) harmless.
+``operations.retrieval.apply_state`` together with the row as read here: a compare-and-set
+against that row, so a duplicate is a no-op, a stale event (a "Completed" after the copy was
+fetched, a failed old job after a new one started) changes nothing, and a verified local
+copy is never moved backwards.
 """
 
 from __future__ import annotations
@@ -61,10 +63,7 @@ async def _vault_job(ctx: Context, event: VaultJobEvent) -> int:
         state = RetrievalState("pending", job_id=event.job_id)
     changed = 0
     for row in rows:
-        if row["retrieval_job_id"] not in (None, event.job_id):
-            # A newer job replaced this one; an old job's news must not undo it.
-            log.info("sns.stale_job", archive_id=row["id"], job_id=event.job_id)
-            continue
+        # apply_state ignores news about another job than the row's (a newer job replaced it).
         changed += bool(await apply_state(ctx, row, state, source="sns"))
     return changed
 

@@ -9,6 +9,11 @@ it references are stored; any failure, cancellation included, records it ``faile
 the reason, and removes what only it uploaded: its dump and unfinished uploads. File
 archives that were fully stored are kept for the next backup to adopt, so a file is still
 archived exactly once.
+
+One attempt, one key: every object this backup uploads has a key no other backup uses
+(``files/<path>@backup<id>``, ``database/<time>-backup<id>.dump``), and each finished upload
+is recorded as stored as soon as it completes. Cleaning up after a failed backup therefore
+deletes only its own attempts, never an object a stored archive uses.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from glacierd.stores.base import ArchiveRef
 from glacierd.stores.keys import file_key
 
 log = structlog.get_logger("glacierd.backup")
-_BATCH = 500
 _PROGRESS_EVERY = 10.0  # seconds between progress log lines for long backups
 
 
@@ -198,16 +202,10 @@ async def _backup(
                 new.append(entry)
             else:
                 referenced.append(prior.archive_id)
+        keys = await _free_keys(ctx, [attempt_key(e.path, backup_id) for e in new])
         rows = [
-            q.NewArchive(
-                "file",
-                _file_key(e.path, e.path in known, backup_id),
-                e.path,
-                e.size,
-                mode=e.mode,
-                mtime_ns=e.mtime_ns,
-            )
-            for e in new
+            q.NewArchive("file", key, e.path, e.size, mode=e.mode, mtime_ns=e.mtime_ns)
+            for key, e in zip(keys, new, strict=True)
         ]
         ids = await q.insert_archives(pool, cat, backup_id, store.name, rows)
         progress.stage = "files"
@@ -247,10 +245,70 @@ async def _backup(
     return summary
 
 
-def _file_key(path: str, rearchived: bool, backup_id: int) -> str:
-    # The path stays readable in the key so the store alone tells what it holds; a file
-    # archived again (its size changed) gets a suffix so both versions coexist.
-    return file_key(path, f"@backup{backup_id}" if rearchived else "")
+def attempt_key(path: str, backup_id: int) -> str:
+    """The key of this backup's attempt at archiving ``path``.
+
+    The path stays readable in the key so the store alone tells what it holds, and the
+    backup id makes the key this attempt's own: no other backup (and no other path) ever
+    gets it — the part after the last "@backup" is digits only, so "X@backupN" archived
+    by backup M and X archived by backup N cannot meet. Cleaning up one attempt therefore
+    never touches an object another backup stored.
+    """
+    return file_key(path, f"@backup{backup_id}")
+
+
+async def _free_keys(ctx: Context, keys: list[str]) -> list[str]:
+    """``keys``, each made unique against every key the catalog knows in this store (keys
+    from before per-attempt keys were plain ``files/<path>``, and a file may be named like
+    one): an upload never overwrites an object another archive uses."""
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    chosen = list(keys)
+    suffix = 1
+    while True:
+        taken = set(await q.keys_in_use(pool, cat, ctx.store.name, chosen))
+        if not taken:
+            return chosen
+        suffix += 1
+        # ".N" after the digits: still this attempt's own, and unlike any plain key.
+        chosen = [
+            f"{key}.{suffix}" if candidate in taken else candidate
+            for key, candidate in zip(keys, chosen, strict=True)
+        ]
+
+
+Mark = tuple[int, str, int, str, str | None]
+
+
+class _Recorder:
+    """Records finished uploads as stored as soon as they complete (group commit: whatever
+    finished while the previous write was in flight goes into the next one), so a crash
+    loses at most the records being written at that instant — never a backlog."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.pool, self.cat = ctx.catalog.pool, ctx.catalog
+        self._queue: list[Mark] = []
+        self._lock = asyncio.Lock()
+
+    async def record(self, mark: Mark) -> None:
+        """Returns once ``mark`` is in the catalog (written by this call or an earlier one)."""
+        self._queue.append(mark)
+        async with self._lock:
+            await self._write()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await self._write()
+
+    async def _write(self) -> None:
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            # Shielded: a cancelled worker must not cancel the write that records others.
+            await asyncio.shield(q.mark_stored(self.pool, self.cat, batch))
+        except BaseException:
+            self._queue[:0] = batch  # written again by the next call (the UPDATE is idempotent)
+            raise
 
 
 async def _upload_files(
@@ -261,8 +319,8 @@ async def _upload_files(
     blog: structlog.BoundLogger,
 ) -> tuple[list[int], list[int]]:
     """Upload new files with bounded concurrency; returns (stored ids, lost ids)."""
-    cat, pool, store = ctx.catalog, ctx.catalog.pool, ctx.store
-    pending_marks: list[tuple[int, str, int, str, str | None]] = []
+    store = ctx.store
+    recorder = _Recorder(ctx)
     stored: list[int] = []
     lost: list[int] = []
 
@@ -293,17 +351,14 @@ async def _upload_files(
             )
             lost.append(archive_id)
             return
-        pending_marks.append((archive_id, res.key, res.size, res.sha256, res.storage_class))
+        # Recorded now, not at the end: after a crash, recovery would otherwise delete (and
+        # the next backup upload again) everything that finished but was not yet recorded —
+        # and a vault's archive id exists nowhere else.
+        await recorder.record((archive_id, res.key, res.size, res.sha256, res.storage_class))
         stored.append(archive_id)
         progress.files_done += 1
         progress.bytes_done += res.size
         progress.changed()
-        # A vault names the archive itself: until its id is in the catalog, a crash would
-        # leave an archive nobody can find (vaults cannot be listed), so record it now.
-        if len(pending_marks) >= _BATCH or res.key != row.store_key:
-            batch = pending_marks[:]
-            pending_marks.clear()
-            await q.mark_stored(pool, cat, batch)
 
     # A fixed set of workers pulls from one iterator: memory does not grow with the number
     # of new files (a task per file would hold them all at once).
@@ -322,9 +377,8 @@ async def _upload_files(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # Record what did finish so the next backup adopts it instead of uploading again.
-        await asyncio.shield(q.mark_stored(pool, cat, pending_marks))
+        await asyncio.shield(recorder.flush())
         raise
-    await q.mark_stored(pool, cat, pending_marks)
     return stored, lost
 
 
@@ -336,15 +390,39 @@ async def _fail(ctx: Context, backup_id: int, reason: str, blog: structlog.Bound
 
 
 async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundLogger) -> None:
+    """Delete what only this backup uploaded: its dump and its unfinished uploads.
+
+    Each object is its own attempt's (per-attempt keys), and one that another archive row
+    names all the same (rows from before per-attempt keys) is never deleted: only its row
+    goes. A row whose delete fails stays, and recovery at the next start tries again.
+    """
     cat, pool = ctx.catalog, ctx.catalog.pool
     leftovers = await q.unfinished_archives(pool, cat, backup_id)
     removed = []
     for row in leftovers:
+        if row["shared"]:
+            blog.warning(
+                "backup.cleanup_kept",
+                key=row["store_key"],
+                reason="another archive uses this key; only this backup's row is removed",
+            )
+            removed.append(row["id"])
+            continue
+        # An unfinished upload's row holds the key we asked for; a store that names its
+        # archives itself (a vault) says which archive that became, if it completed.
+        key = (
+            row["store_key"]
+            if row["state"] != "uploading"
+            else ctx.store.stored_key(row["store_key"])
+        )
+        if key is None:
+            removed.append(row["id"])  # never completed: nothing of it is in the store
+            continue
         try:
-            await ctx.store.delete(ArchiveRef(row["store_key"]))
+            await ctx.store.delete(ArchiveRef(key))
         except Exception as exc:
             # Keep the row: recovery at the next start tries again, so nothing is forgotten.
-            blog.warning("backup.cleanup_failed", key=row["store_key"], error=str(exc))
+            blog.warning("backup.cleanup_failed", key=key, error=str(exc))
             continue
         removed.append(row["id"])
     await q.drop_archive_rows(pool, cat, removed)

@@ -1,7 +1,9 @@
 """Start-up recovery: find work a crash interrupted and clean it up.
 
 Backups left ``running`` by a killed process are marked failed (interrupted) and what only
-they uploaded is removed; uploads a crash left half-done in the store are aborted.
+they uploaded is removed (each object is that attempt's own, so nothing another backup
+stored is touched); uploads a crash left half-done in the store are aborted; retrieval
+requests that were claimed but never answered are asked again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup import remove_unfinished
 from glacierd.operations.inventory import purge_archives
+from glacierd.operations.retrieval import resume_interrupted_requests
 from glacierd.operations.state_sweep import sweep_state_dir
 from glacierd.stores.base import StoreError
 
@@ -25,8 +28,19 @@ INTERRUPTED = (
 
 
 async def recover_interrupted(ctx: Context) -> list[int]:
-    """Mark interrupted backups failed; returns their ids. Skips if another process is busy."""
+    """Mark interrupted backups failed; returns their ids. Skips if another process is busy.
+
+    Called by ``serve`` before anything else runs, so a retrieval still claimed ("asking")
+    belongs to a process that died while asking: it is asked again here.
+    """
     await sweep_state_dir(ctx.config.state_dir)
+    try:
+        resumed = await resume_interrupted_requests(ctx)
+    except StoreError as exc:
+        log.warning("recovery.retrievals_not_resumed", error=str(exc))
+        resumed = 0
+    if resumed:
+        log.warning("recovery.retrievals_resumed", count=resumed)
     try:
         async with operation_lock(ctx.catalog, "recovery"):
             ids = await q.running_backups(ctx.catalog.pool, ctx.catalog)

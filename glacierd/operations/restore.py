@@ -36,6 +36,7 @@ import structlog
 from glacierd.catalog import archives as aq
 from glacierd.catalog import backups as q
 from glacierd.catalog import restores as rq
+from glacierd.catalog import status
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
@@ -57,6 +58,10 @@ log = structlog.get_logger("glacierd.restore")
 
 class RestoreFailed(OperationError):
     """The request cannot complete; nothing was changed (the message says why)."""
+
+
+class _Moved(Exception):
+    """The request is no longer in the state this driver saw (nothing to do here)."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -159,9 +164,22 @@ async def start_snapshot_restore(ctx: Context, snapshot_id: int) -> dict[str, An
 
 
 async def _request(ctx: Context, **request: Any) -> dict[str, Any]:
-    """Persist a restore request once nothing else is running; the driver takes it on."""
+    """Persist a restore request once nothing else is running; the driver takes it on.
+
+    The request and its archive list are one transaction, and the database itself refuses
+    a second active restore (a unique index), so two requests at the same moment cannot
+    both be accepted, whatever each of them checked before.
+    """
     await _check_not_busy(ctx)
-    restore_id = await rq.create(ctx.catalog.pool, ctx.catalog, **request)
+    try:
+        restore_id = await rq.create(ctx.catalog.pool, ctx.catalog, **request)
+    except rq.AnotherRestoreActive:
+        active = await rq.active(ctx.catalog.pool, ctx.catalog)
+        if not active:  # it ended in the meantime: the caller may simply try again
+            raise BusyError(
+                "cannot start a restore: another restore was active a moment ago; try again."
+            ) from None
+        raise BusyError(_busy_message(active[0])) from None
     log.info(
         "restore.requested",
         restore_id=restore_id,
@@ -173,13 +191,17 @@ async def _request(ctx: Context, **request: Any) -> dict[str, Any]:
     return {"id": restore_id, "state": "requested", "url": f"/restores/{restore_id}"}
 
 
+def _busy_message(active: dict[str, Any]) -> str:
+    return (
+        f"cannot start a restore: restore {active['id']} is {active['state']}; wait "
+        "for it to finish (GET /restores/{id})."
+    )
+
+
 async def _check_not_busy(ctx: Context) -> None:
     active = await rq.active(ctx.catalog.pool, ctx.catalog)
     if active:
-        raise BusyError(
-            f"cannot start a restore: restore {active[0]['id']} is {active[0]['state']}; wait "
-            "for it to finish (GET /restores/{id})."
-        )
+        raise BusyError(_busy_message(active[0]))
     async with operation_lock(ctx.catalog, "restore"):
         pass  # only checks that no backup runs right now
 
@@ -212,18 +234,48 @@ class RestoreDriver:
                 await self._restoring(r, rlog)
         except BusyError as exc:
             rlog.info("restore.waiting_for_lock", reason=str(exc))
+        except _Moved as exc:
+            rlog.info("restore.moved_on", reason=str(exc))
         except asyncio.CancelledError:
             raise  # shutdown: the request stays where it is and resumes at the next start
         except Exception as exc:
             reason = describe_error(exc, "restore")
-            await rq.set_state(ctx.catalog.pool, ctx.catalog, rid, "failed", reason)
-            rlog.error("restore.failed", error=reason)
+            if await rq.set_state(
+                ctx.catalog.pool, ctx.catalog, rid, "failed", reason, expected=r["state"]
+            ):
+                rlog.error("restore.failed", error=reason)
+            else:
+                rlog.error("restore.failure_not_recorded", error=reason, state=r["state"])
 
-    async def _set(self, r: dict[str, Any], state: str, rlog: Any) -> str:
-        await rq.set_state(self.ctx.catalog.pool, self.ctx.catalog, r["id"], state)
-        rlog.info("restore.state", state=state)
-        r["state"] = state
+    async def _set(self, r: dict[str, Any], state: str, rlog: Any, error: str | None = None) -> str:
+        """Move the request along the restore table, from the state this driver saw."""
+        if not await rq.set_state(
+            self.ctx.catalog.pool, self.ctx.catalog, r["id"], state, error, expected=r["state"]
+        ):
+            raise _Moved(f"restore {r['id']} is no longer {r['state']}; {state} not recorded")
+        if state != r["state"]:
+            rlog.info("restore.state", state=state)
+        r["state"], r["error"] = state, error
         return state
+
+    async def _archives(self, r: dict[str, Any]) -> list[dict[str, Any]]:
+        """The request's archives; RestoreFailed if the list is not the one it was made with
+        (an empty list must never read as "everything is ready")."""
+        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        expected = r.get("archive_count")
+        dump_missing = (
+            r["backup_id"] is not None
+            and r["options"].get("database")
+            and not any(a["kind"] == "database" for a in rows)
+        )
+        if (expected is not None and len(rows) != expected) or dump_missing:
+            raise RestoreFailed(
+                f"restore {r['id']} lists {len(rows)} of the "
+                f"{expected if expected is not None else 'needed'} archives it was created "
+                "with; its archive list is damaged — request the restore again; nothing was "
+                "changed."
+            )
+        return rows
 
     async def _request(self, r: dict[str, Any], rlog: Any) -> str:
         if r["snapshot_id"] is not None:
@@ -234,11 +286,11 @@ class RestoreDriver:
     async def _request_missing(self, r: dict[str, Any]) -> None:
         """Ask for every needed archive that is neither retrieved nor on its way."""
         ctx = self.ctx
-        for a in await rq.archives(ctx.catalog.pool, ctx.catalog, r["id"]):
+        for a in await self._archives(r):
             await request_archive(ctx, a, r["options"].get("tier"), source="restore")
 
     async def _retrieving(self, r: dict[str, Any], rlog: Any) -> str:
-        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        rows = await self._archives(r)
         if any(a["retrieval_status"] == "available" for a in rows):
             await self._request_missing(r)  # a job failed or a copy expired: ask again
             return "retrieving"
@@ -247,22 +299,31 @@ class RestoreDriver:
         return "retrieving"
 
     async def _fetching(self, r: dict[str, Any], rlog: Any) -> str:
-        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        rows = await self._archives(r)
         if any(a["retrieval_status"] in ("available", "pending") for a in rows):
             await self._request_missing(r)
             return await self._set(r, "retrieving", rlog)
         waiting = [a for a in rows if a["retrieval_status"] != "local"]
         fetcher = self.ctx.fetcher
-        for a in waiting:
-            if fetcher is not None and fetcher.verification_failures.get(a["id"], 0) >= 3:
-                raise RestoreFailed(
-                    f"archive {a['id']} ({a['path'] or 'database dump'}) was downloaded 3 times "
-                    "and never matched the SHA-256 recorded at backup time: the stored copy is "
-                    "damaged — restore another backup; nothing was changed."
-                )
-        for a in waiting:
-            if self.ctx.fetcher is not None:
-                self.ctx.fetcher.enqueue(a["id"])
+        if fetcher is not None:
+            for a in waiting:
+                why = fetcher.gave_up(a["id"])
+                if why:
+                    fetcher.forget(a["id"])  # a later request starts counting afresh
+                    raise RestoreFailed(
+                        f"archive {a['id']} ({a['path'] or 'database dump'}) cannot be "
+                        f"fetched: {why}; nothing was changed."
+                    )
+            # Something an operator can fix (a full disk) is shown on the request while it
+            # waits; it continues by itself once the download succeeds.
+            notes = [n for n in (fetcher.waiting(a["id"]) for a in waiting) if n]
+            note = f"waiting: {notes[0]}" if notes else None
+            if note != r["error"]:
+                await self._set(r, "fetching", rlog, error=note)
+                if note:
+                    rlog.warning("restore.waiting", reason=note)
+            for a in waiting:
+                fetcher.enqueue(a["id"])
         if waiting:
             return "fetching"
         await self._verify(rows, rlog)
@@ -276,11 +337,12 @@ class RestoreDriver:
             if digest != a["sha256"]:
                 # The local copy is bad: forget it, so a new request fetches it again.
                 await asyncio.to_thread(path.unlink, missing_ok=True)
-                await aq.transition(
+                await aq.compare_and_set(
                     self.ctx.catalog.pool,
                     self.ctx.catalog,
-                    a["id"],
+                    a,
                     "available",
+                    status.CLEANUP,
                     local_path=None,
                     retrieval_error="local copy failed verification",
                 )
@@ -298,8 +360,10 @@ class RestoreDriver:
         pool, cat = ctx.catalog.pool, ctx.catalog
         async with operation_lock(cat, "restore"):
             r = await rq.get(pool, cat, r["id"]) or r
+            if r["state"] != "restoring":
+                raise _Moved(f"restore {r['id']} is {r['state']}, no longer restoring")
             steps, options = r["steps"], r["options"]
-            rows = await rq.archives(pool, cat, r["id"])
+            rows = await self._archives(r)
             dump = await self._dump_path(r, rows)
             root = cfg.files.root
             if options["files"] and root is not None and not {"files", "database"} & set(steps):
@@ -361,10 +425,10 @@ class RestoreDriver:
                         f"({describe_error(exc, 'restore')}); fix files.orphan_dir — glacierd "
                         "retries by itself"
                     )
-                    await rq.set_state(pool, cat, r["id"], "restoring", reason)
+                    await self._set(r, "restoring", rlog, error=reason)
                     rlog.error("restore.orphans_failed", error=reason)
                     return
-            await rq.set_state(pool, cat, r["id"], "restored")
+            await self._set(r, "restored", rlog)
             rlog.info("restore.completed")
 
     async def _move_orphans(self, r: dict[str, Any], root: Path, rlog: Any) -> None:

@@ -1,10 +1,16 @@
 """The retrieve verb and everything that moves archives pending → ready → (fetch) local.
 
 Three paths report a retrieval's progress: the answer to the request itself, SNS
-notifications (``notifications/dispatch.py``) and polling (``poll_once``). All of them end
-in ``apply_state``, which turns what the store says into one guarded catalog transition and
-hands archives that became ready to the fetcher. Polling and notifications can therefore
-race safely: whichever comes second finds nothing left to change.
+notifications (``notifications/dispatch.py``) and polling (``Poller``). All of them end in
+``apply_state``, a compare-and-set against the row as the caller saw it before it asked the
+store (``catalog.archives.compare_and_set``): an answer that was overtaken — by a fetch that
+finished, a newer request, a newer job — changes nothing. Polling and notifications can
+therefore race safely: whichever comes second finds nothing left to change.
+
+A request first *claims* the archive (available → pending, "asking"), and only the caller
+whose claim succeeds asks the store, so a retrieval is never requested (and billed) twice.
+While the request is on its way, "the store knows of no retrieval" is not believed: it may
+just not have arrived yet.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import structlog
 
 from glacierd.catalog import archives as aq
+from glacierd.catalog import status
 from glacierd.context import Context
 from glacierd.operations.inventory import completed_backup, on_disk
 from glacierd.stores.base import ArchiveRef, RetrievalState
@@ -27,6 +34,11 @@ log = structlog.get_logger("glacierd.retrieval")
 # typical wait (Expedited 1–5 min, Standard 3–5 h, Bulk 5–12 h), so an archive is fetched
 # soon after it is ready without paying for thousands of HEAD/DescribeJob calls.
 POLL_SECONDS = {"Expedited": 30.0, "Standard": 900.0, "Bulk": 1800.0}
+# At most this many store calls per poll tick (the rest wait for the next tick, oldest due
+# first), a few at a time: after a restart every pending archive is due at once, and one
+# tick must neither take minutes nor fire hundreds of calls together.
+POLL_BATCH = 50
+POLL_CONCURRENCY = 4
 
 
 def archive_ref(row: dict[str, Any]) -> ArchiveRef:
@@ -40,16 +52,32 @@ def archive_ref(row: dict[str, Any]) -> ArchiveRef:
 
 
 async def apply_state(
-    ctx: Context, row: dict[str, Any], state: RetrievalState, source: str
+    ctx: Context,
+    seen: dict[str, Any],
+    state: RetrievalState,
+    source: str,
+    *,
+    answer: bool = False,
 ) -> dict[str, Any] | None:
-    """Record what the store says about an archive's retrieval; returns the row if it moved.
+    """Record what the store says about an archive's retrieval, if the row is still as
+    ``seen`` (read before the store was asked); returns the row if its status moved.
 
-    If the archive already has that status, only the details are refreshed (a job id, an
-    expected time, a new expiry). An archive that became ready is handed to the fetcher.
+    ``answer`` marks the answer to our own request (it ends the claim). If the archive
+    already has that status, only the details are refreshed (a job id, an expected time, a
+    new expiry). An archive that is ready is handed to the fetcher.
     """
-    if row["retrieval_status"] == "local":
-        return None  # our verified copy is on disk; the store's copy no longer matters
     pool, cat = ctx.catalog.pool, ctx.catalog
+    if not answer and state.job_id and seen["retrieval_job_id"] not in (None, state.job_id):
+        # News about another job than the row's: an older job's late word must not undo
+        # (or replace) the newer job a later request started.
+        log.info(
+            "archive.stale_job",
+            archive_id=seen["id"],
+            job_id=state.job_id,
+            current_job_id=seen["retrieval_job_id"],
+            source=source,
+        )
+        return None
     details: dict[str, Any] = {}
     if state.job_id:
         details["retrieval_job_id"] = state.job_id
@@ -57,30 +85,39 @@ async def apply_state(
         details["retrieval_expected_at"] = state.expected_at
     if state.status == "ready" and state.ready_until:
         details["ready_until"] = state.ready_until
-    errors = (
-        {"retrieval_error": state.reason}
-        if state.status == "available"
-        else {"retrieval_error": None}
+    if state.status != seen["retrieval_status"]:
+        details["retrieval_error"] = state.reason if state.status == "available" else None
+    if answer:
+        details["retrieval_asking"] = False
+    who = status.REQUEST if answer else status.NEWS
+    new = await aq.compare_and_set(
+        pool, cat, seen, state.status, who, match_job=not answer, **details
     )
-    new = await aq.transition(pool, cat, row["id"], state.status, **details, **errors)
-    if new is not None:
+    moved = new is not None and new["retrieval_status"] != seen["retrieval_status"]
+    if moved:
         log.info(
             "archive.status_changed",
-            archive_id=row["id"],
-            key=row["store_key"],
-            old=row["retrieval_status"],
-            new=new["retrieval_status"],
+            archive_id=seen["id"],
+            key=seen["store_key"],
+            old=seen["retrieval_status"],
+            new=state.status,
             source=source,
             reason=state.reason,
+            job_id=state.job_id,
         )
-        current: dict[str, Any] | None = new
-    else:
-        current = await aq.get(pool, cat, row["id"])
-        if current and current["retrieval_status"] == state.status and details:
-            await aq.update_fields(pool, cat, row["id"], **details)
+    elif new is None and state.status != seen["retrieval_status"]:
+        log.debug(
+            "archive.news_ignored",
+            archive_id=seen["id"],
+            seen=seen["retrieval_status"],
+            news=state.status,
+            source=source,
+            why="the edge is not the news's to take, or the row changed since it was read",
+        )
+    current = new if new is not None else await aq.get(pool, cat, seen["id"])
     if current and current["retrieval_status"] == "ready" and ctx.fetcher is not None:
         ctx.fetcher.enqueue(current["id"])
-    return new
+    return new if moved else None
 
 
 async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None) -> dict[str, Any]:
@@ -107,40 +144,85 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
 async def request_archive(
     ctx: Context, row: dict[str, Any], tier: str | None, source: str
 ) -> RetrievalState | None:
-    """Ask the store for one archive unless it is already pending, ready or local (None).
+    """Ask the store for one archive unless it is already pending, ready or local, or
+    another caller claimed it first (None: the store was not asked).
 
     Used by the retrieve verb and by restores alike. A ready archive is (re)handed to the
     fetcher instead of being requested again.
     """
     pool, cat = ctx.catalog.pool, ctx.catalog
     now = datetime.now(UTC)
-    if row["retrieval_status"] in ("pending", "local") or (
-        row["retrieval_status"] == "ready" and not aq.expired(row, now)
-    ):
-        if row["retrieval_status"] == "ready" and ctx.fetcher is not None:
-            ctx.fetcher.enqueue(row["id"])
+    seen = await aq.get(pool, cat, row["id"])  # the caller's copy may be old
+    if seen is None or seen["state"] != "stored":
         return None
-    # Mark it pending before asking: a store that finishes at once may notify us (SNS)
-    # before RestoreObject even returns, and that news must find the archive pending.
-    marked = await aq.transition(
-        pool,
-        cat,
-        row["id"],
-        "pending",
-        retrieval_tier=tier or ctx.store.default_tier,
-        retrieval_requested_at=now,
-        retrieval_error=None,
+    if seen["retrieval_status"] in ("pending", "local") or (
+        seen["retrieval_status"] == "ready" and not aq.expired(seen, now)
+    ):
+        if seen["retrieval_status"] == "ready" and ctx.fetcher is not None:
+            ctx.fetcher.enqueue(seen["id"])
+        return None
+    tier = tier or ctx.store.default_tier
+    # Claim it before asking: a store that finishes at once may notify us (SNS) before
+    # RestoreObject even returns, and that news must find the archive pending; and only the
+    # caller whose claim succeeds asks the store.
+    claimed = await aq.claim_retrieval(
+        pool, cat, seen, retrieval_tier=tier, retrieval_requested_at=now, retrieval_error=None
+    )
+    if claimed is None:
+        return None  # another caller claimed it (or the row moved on): that caller asks
+    log.info(
+        "archive.retrieval_requested",
+        archive_id=seen["id"],
+        key=seen["store_key"],
+        tier=tier,
+        source=source,
+        old=seen["retrieval_status"],
     )
     try:
-        state = await ctx.store.request_retrieval(archive_ref(row), tier)
+        # The old row goes to the store: a vault checks whether its last job still runs.
+        state = await ctx.store.request_retrieval(archive_ref(seen), tier)
     except BaseException:
-        if marked is not None:
-            await aq.transition(
-                pool, cat, row["id"], "available", retrieval_error="the retrieval request failed"
-            )
+        await asyncio.shield(_undo_claim(ctx, claimed, "the retrieval request failed"))
         raise
-    await apply_state(ctx, marked or row, state, source=source)
+    await apply_state(ctx, claimed, state, source=source, answer=True)
     return state
+
+
+async def _undo_claim(ctx: Context, claimed: dict[str, Any], reason: str) -> None:
+    await aq.compare_and_set(
+        ctx.catalog.pool,
+        ctx.catalog,
+        claimed,
+        "available",
+        status.REQUEST,
+        match_job=False,
+        retrieval_asking=False,
+        retrieval_error=reason,
+    )
+
+
+async def resume_interrupted_requests(ctx: Context) -> int:
+    """At start-up: ask the store again for archives claimed by a process that died before
+    the store answered (the claim is ours now; S3 and the local vault take a repeated
+    request as "already in progress"). Returns how many were asked again."""
+    pool, cat = ctx.catalog.pool, ctx.catalog
+    resumed = 0
+    for row in await aq.asking(pool, cat, ctx.store.name):
+        try:
+            state = await ctx.store.request_retrieval(archive_ref(row), row["retrieval_tier"])
+        except Exception as exc:
+            await _undo_claim(ctx, row, f"the retrieval request failed after a restart: {exc}")
+            log.warning("recovery.retrieval_request_failed", archive_id=row["id"], error=str(exc))
+            continue
+        await apply_state(ctx, row, state, source="recovery", answer=True)
+        log.warning(
+            "recovery.retrieval_requested_again",
+            archive_id=row["id"],
+            key=row["store_key"],
+            status=state.status,
+        )
+        resumed += 1
+    return resumed
 
 
 class Poller:
@@ -149,6 +231,7 @@ class Poller:
     def __init__(self, ctx: Context, override_seconds: float | None = None) -> None:
         self.ctx = ctx
         self.override = override_seconds
+        # archive id -> monotonic time of its next check; only archives still polled.
         self.next_check: dict[int, float] = {}
 
     def interval(self, tier: str | None) -> float:
@@ -157,28 +240,40 @@ class Poller:
         return POLL_SECONDS.get(tier or "Standard", POLL_SECONDS["Standard"])
 
     async def poll_once(self) -> int:
-        """Check every due archive once; returns how many changed status."""
+        """Check at most POLL_BATCH due archives; returns how many changed status."""
         ctx = self.ctx
         rows = await aq.with_status(
             ctx.catalog.pool, ctx.catalog, ctx.store.name, ["pending", "ready"]
         )
         clock = time.monotonic()
         now = datetime.now(UTC)
-        changed = 0
+        polled: list[dict[str, Any]] = []
         for row in rows:
             if row["retrieval_status"] == "ready" and not aq.expired(row, now):
                 if ctx.fetcher is not None:
                     ctx.fetcher.enqueue(row["id"])  # a failed fetch is retried (with backoff)
                 continue
-            if self.next_check.get(row["id"], 0.0) > clock:
-                continue
+            polled.append(row)
+        # Forget archives that are no longer polled (fetched, expired, deleted).
+        keep = {row["id"] for row in polled}
+        for archive_id in [a for a in self.next_check if a not in keep]:
+            del self.next_check[archive_id]
+        due = sorted(
+            (r for r in polled if self.next_check.get(r["id"], 0.0) <= clock),
+            key=lambda r: (self.next_check.get(r["id"], 0.0), r["id"]),
+        )[:POLL_BATCH]
+        for row in due:
             # A little early, so a check is never skipped by a tick landing just before it.
             self.next_check[row["id"]] = clock + 0.9 * self.interval(row["retrieval_tier"])
-            try:
-                state = await ctx.store.retrieval_status(archive_ref(row))
-            except Exception as exc:
-                log.warning("poll.failed", archive_id=row["id"], error=str(exc))
-                continue
-            if await apply_state(ctx, row, state, source="poll"):
-                changed += 1
-        return changed
+        slots = asyncio.Semaphore(POLL_CONCURRENCY)
+
+        async def check(row: dict[str, Any]) -> bool:
+            async with slots:
+                try:
+                    state = await ctx.store.retrieval_status(archive_ref(row))
+                except Exception as exc:
+                    log.warning("poll.failed", archive_id=row["id"], error=str(exc))
+                    return False
+                return await apply_state(ctx, row, state, source="poll") is not None
+
+        return sum(await asyncio.gather(*(check(row) for row in due)))

@@ -148,6 +148,13 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
         """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
 
+    def stored_key(self, planned: str) -> str | None:
+        """The key under which an upload to ``planned`` is stored if it completed, for
+        cleaning up an upload whose result was never recorded. Most stores keep ``planned``
+        itself; a store that names its archives (a vault) knows only the uploads it saw
+        complete, and None means there is nothing to delete under that name."""
+        return planned
+
     @property
     def default_tier(self) -> str:
         """The tier used when a retrieval request names none."""

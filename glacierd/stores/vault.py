@@ -172,6 +172,9 @@ class VaultStore(Store):
         self._stack: AsyncExitStack | None = None
         self._client_obj: Any = None
         self._background: set[asyncio.Task[None]] = set()
+        # planned key -> ArchiveId of uploads that completed although their put() did not
+        # return it (cancelled while Glacier answered): cleanup deletes them by this id.
+        self._completed: dict[str, str] = {}
 
     # -- client ---------------------------------------------------------------------------
 
@@ -345,23 +348,55 @@ class VaultStore(Store):
             if exhausted:
                 if not buffered:
                     return empty_key(key), STORAGE_CLASS
-                archive_id = await self._upload_single(buffered, description)
+                archive_id = await self._upload_single(buffered, description, key)
                 return archive_id, STORAGE_CLASS
             chunks = _prepend(buffered, chunks)
             del buffered
         archive_id = await self._upload_multipart(chunks, description, key)
         return archive_id, STORAGE_CLASS
 
-    async def _upload_single(self, data: bytes, description: str) -> str:
+    async def _upload_single(self, data: bytes, description: str, key: str) -> str:
         tree, sha256 = await asyncio.to_thread(_hashes, data)
         token = _PAYLOAD_SHA256.set(sha256)
         try:
-            response = await self._call(
-                "upload_archive", archiveDescription=description, checksum=tree.hex(), body=data
+            return await self._creating_call(
+                key,
+                "upload_archive",
+                archiveDescription=description,
+                checksum=tree.hex(),
+                body=data,
             )
         finally:
             _PAYLOAD_SHA256.reset(token)
+
+    async def _creating_call(self, key: str, operation: str, **params: Any) -> str:
+        """The call that makes an archive exist; returns its ArchiveId.
+
+        Glacier alone knows the id, and a vault cannot be listed: an id lost between
+        Glacier's answer and the catalog is an archive nobody can delete. So a cancellation
+        while this call runs does not drop the answer: the call finishes (bounded by the
+        client's timeouts), the id is kept for ``stored_key``, and the cancellation goes on.
+        """
+        call = asyncio.ensure_future(self._call(operation, **params))
+
+        def keep(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._completed[key] = str(done.result()["archiveId"])
+
+        call.add_done_callback(keep)
+        try:
+            response = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            await asyncio.wait({call})
+            raise
+        self._completed.pop(key, None)  # returned to the caller, which records it
         return str(response["archiveId"])
+
+    def stored_key(self, planned: str) -> str | None:
+        """The ArchiveId of a completed upload nobody recorded, or None: a planned key is
+        not an ArchiveId, so there is nothing to delete under it (an upload that did not
+        complete is aborted by the store itself, or by ``abort_incomplete`` at start)."""
+        return self._completed.pop(planned, None)
 
     async def _upload_multipart(
         self, chunks: AsyncIterator[bytes], description: str, key: str
@@ -405,7 +440,8 @@ class VaultStore(Store):
                     offset += len(part)
                     del part  # let the part go before reading the next one
                     part = await anext(parts, None)
-                done = await self._call(
+                archive_id = await self._creating_call(
+                    key,
                     "complete_multipart_upload",
                     uploadId=upload_id,
                     archiveSize=str(offset),
@@ -419,7 +455,7 @@ class VaultStore(Store):
                 task.add_done_callback(self._background.discard)
                 await asyncio.shield(task)
                 raise
-        return str(done["archiveId"])
+        return archive_id
 
     async def _abort_upload(self, upload_id: str) -> None:
         try:
@@ -518,10 +554,19 @@ class VaultStore(Store):
             # Glacier posts the DescribeJob JSON to this topic when the job completes.
             parameters["SNSTopic"] = self.cfg.sns_topic
         started = await self._call("initiate_job", jobParameters=parameters)
+        job_id = str(started["jobId"])
+        log.info(
+            "vault.job_started",
+            vault=self.cfg.vault,
+            archive_id=archive.key,
+            job_id=job_id,
+            tier=tier,
+            replaces=archive.retrieval_job_id,
+        )
         return RetrievalState(
             "pending",
             expected_at=datetime.now(UTC) + _TIER_DELAY.get(tier, _TIER_DELAY["Standard"]),
-            job_id=str(started["jobId"]),
+            job_id=job_id,
         )
 
     async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
