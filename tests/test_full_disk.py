@@ -17,7 +17,7 @@ import pytest
 from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import fetch_archive, fetched_path
+from glacierd.operations.fetch import LocalFetchError, fetch_archive, fetched_path
 from glacierd.operations.retrieval import request_archive
 from glacierd.operations.snapshot import take_snapshot
 from glacierd.pipeline.files import write_atomically
@@ -95,9 +95,12 @@ async def test_a_fetch_into_a_full_state_dir_leaves_no_partial_copy(
             f"SELECT * FROM {ctx.catalog.q}.archives WHERE path = 'big.bin'"
         )
         await request_archive(ctx, dict(row), None, source="test")
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(LocalFetchError) as raised:
             await fetch_archive(ctx, row["id"])
-        assert raised.value.errno == errno.ENOSPC
+        # The operator's sentence names the full directory; the cause is the real ENOSPC.
+        assert str(state / "fetched") in str(raised.value)
+        assert isinstance(raised.value.__cause__, OSError)
+        assert raised.value.__cause__.errno == errno.ENOSPC
         assert everything(state / "fetched") == []
         assert not fetched_path(state, row["id"]).exists()
         status = await ctx.catalog.pool.fetchval(
