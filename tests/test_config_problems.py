@@ -213,3 +213,16 @@ def test_no_password_in_any_problem(base: dict[str, Any]) -> None:
     assert [p.setting for p in err.value.problems] == ["database.dsn", "api.port", "catalog.dsn"]
     # Nothing chained either: a traceback would print pydantic's errors, inputs included.
     assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        (["postgresql://app:hunter2secret@db.example/app"], "a list"),
+        ({"password": "hunter2secret"}, "a table"),
+    ],
+)
+def test_a_dsn_of_the_wrong_type_is_not_shown(base: dict[str, Any], dsn: Any, shown: str) -> None:
+    (only,) = problems(merged(base, {"database": {"dsn": dsn}}))
+    assert only.sentence == f"database.dsn must be a string; got {shown}."
+    assert (only.detail, only.fix) == (f"database.dsn is {shown}, not a string", "write a string")

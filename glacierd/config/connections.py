@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field, StrictStr, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
-from glacierd.config.errors import invalid, must_be
+from glacierd.config.errors import Unquoted, invalid, must_be
 from glacierd.config.fields import SECTION
 from glacierd.sources.conninfo import ConnInfo, ConnInfoError, names_secret, parse_conninfo
 
@@ -44,6 +44,8 @@ def resolve_dsn(value: Any, info: ValidationInfo, env_name: str) -> ConnInfo:
     elif value is None or isinstance(value, str):
         default = None
         in_file = value or ""
+    elif isinstance(value, list | dict):
+        raise must_be("a string", Unquoted("a list" if isinstance(value, list) else "a table"))
     else:
         raise must_be("a string", value)
     if in_file and (secret := names_secret(in_file)):

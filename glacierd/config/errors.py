@@ -89,6 +89,16 @@ def invalid(detail: str, fix: str, *, key: str | None = None) -> PydanticCustomE
     )
 
 
+class Unquoted(str):
+    """Shown as is where a value would be quoted: a description of a value that must not be
+    shown (a list or table where a connection string belongs may hold a password)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def must_be(kind: str, got: object) -> PydanticCustomError:
     """The value has the wrong type or form; ``kind`` is what it must be ('an absolute path')."""
     return PydanticCustomError(MUST_BE, "must be {kind}", {"kind": kind, "got": got})

@@ -11,18 +11,14 @@ Input values are quoted only where they cannot be secret; a connection string ne
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal, Union, get_args, get_origin
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import ValidationError
-from pydantic.dataclasses import is_pydantic_dataclass
-from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from glacierd.config.errors import EXAMPLE_FILE, INVALID, MUST_BE, ConfigProblem
-from glacierd.config.model import Config
-
-Path_ = tuple[str, ...]
+from glacierd.config.shape import Path_, all_settings, choices, fields, file_keys, label, model_at
 
 # pydantic's type errors -> what the value must be.
 _KINDS = {
@@ -38,11 +34,12 @@ _KINDS = {
     "tuple_type": "a list",
     "path_type": "a string",
 }
-_RANGES = {
-    "greater_than": "gt",
-    "greater_than_equal": "ge",
-    "less_than": "lt",
-    "less_than_equal": "le",
+# pydantic's range errors -> (the bound's name in the error, how to say it).
+_BOUNDS = {
+    "greater_than": ("gt", "greater than {}"),
+    "greater_than_equal": ("ge", "{} or more"),
+    "less_than": ("lt", "less than {}"),
+    "less_than_equal": ("le", "{} or less"),
 }
 _NOT_A_TABLE = {"dataclass_type", "dataclass_exact_type", "dataclass_args_type", "dict_type"}
 _UNKNOWN_KEY = {"unexpected_keyword_argument", "extra_forbidden"}
@@ -52,10 +49,10 @@ def problems_of(exc: ValidationError, data: Mapping[str, Any]) -> list[ConfigPro
     found: list[tuple[Path_, ConfigProblem]] = []
     caused_by_typos: set[Path_] = set()
     for error in exc.errors(include_url=False):
-        loc = _as_keys(tuple(str(part) for part in error["loc"]))
+        loc = file_keys(tuple(str(part) for part in error["loc"]))
         if error["type"] in _UNKNOWN_KEY:
             problem, meant = _unknown_key(loc)
-            if meant is not None and _model_at(meant) is not None and not _present(meant, data):
+            if meant is not None and model_at(meant) is not None and not _present(meant, data):
                 caused_by_typos.add(meant)
             found.append((loc, problem))
         else:
@@ -82,12 +79,9 @@ def _problem(error: ErrorDetails, loc: Path_) -> tuple[Path_, ConfigProblem]:
     setting = _name(loc)
     if kind == MUST_BE or kind in _KINDS:
         return loc, _must_be(setting, ctx.get("kind") or _KINDS[kind], ctx.get("got", got))
-    if kind in _RANGES:
-        bound = ctx[_RANGES[kind]]
-        words = {
-            ("gt", 0): "greater than zero",
-            ("ge", 0): "zero or more",
-        }.get((_RANGES[kind], bound)) or f"{kind.replace('_', ' ')} {bound}"
+    if kind in _BOUNDS:
+        name, phrase = _BOUNDS[kind]
+        words = phrase.format("zero" if ctx[name] == 0 else ctx[name])
         return loc, ConfigProblem(
             f"{setting} is {got}",
             f"make it {words}",
@@ -95,15 +89,11 @@ def _problem(error: ErrorDetails, loc: Path_) -> tuple[Path_, ConfigProblem]:
             f"{setting} must be {words}; got {got}.",
         )
     if kind == "literal_error":
-        choices = ", ".join(_choices(loc)) or str(ctx.get("expected"))
-        return loc, ConfigProblem(f"{setting} is {got!r}", f"use one of: {choices}", setting)
+        allowed = ", ".join(choices(loc)) or str(ctx.get("expected"))
+        return loc, ConfigProblem(f"{setting} is {got!r}", f"use one of: {allowed}", setting)
     if kind in _NOT_A_TABLE:
         return loc, ConfigProblem(
             f"[{setting}] must be a table", f"write it as a [{setting}] section", setting
-        )
-    if kind == "missing":
-        return loc, ConfigProblem(
-            f"{setting} is missing", f"set it as {EXAMPLE_FILE} shows", setting
         )
     # Not expected from these models; pydantic's message, which never quotes the input.
     return loc, ConfigProblem(
@@ -126,89 +116,20 @@ def _must_be(setting: str, kind: str, got: Any) -> ConfigProblem:
 def _unknown_key(loc: Path_) -> tuple[ConfigProblem, Path_ | None]:
     """The problem for a key no model knows, and the setting it probably meant."""
     parent, key = loc[:-1], loc[-1]
-    model = _model_at(parent)
-    known = list(_fields(model)) if model is not None else []
+    model = model_at(parent)
+    known = list(fields(model)) if model is not None else []
     # The right name in the wrong section ([store] bucket = … for [store.s3] bucket) first;
     # else the closest name that this section knows.
-    hints = [path for path in _all_settings(Config, ()) if path[-1] == key]
+    hints = [path for path in all_settings() if path[-1] == key]
     if not hints:
         hints = [(*parent, close) for close in difflib.get_close_matches(key, known, n=1)]
     meant = hints[0] if len(hints) == 1 else None
     setting = _name(loc)
     detail = f"{setting} is not a known setting"
     if hints:
-        detail += f" (did you mean {' or '.join(_label(path) for path in hints)}?)"
+        detail += f" (did you mean {' or '.join(label(path) for path in hints)}?)"
     problem = ConfigProblem(detail, f"check its spelling against {EXAMPLE_FILE}", setting)
     return problem, meant
-
-
-# ----------------------------------------------------------------------- the models' shape
-
-
-def _fields(model: type) -> dict[str, FieldInfo]:
-    """A model's settings by the key the file uses for them."""
-    fields: dict[str, FieldInfo] = model.__pydantic_fields__  # type: ignore[attr-defined]
-    return {
-        info.validation_alias if isinstance(info.validation_alias, str) else name: info
-        for name, info in fields.items()
-        if info.init is not False
-    }
-
-
-def _as_keys(loc: Path_) -> Path_:
-    """pydantic names a defaulted field by its attribute name (conninfo), a given one by its
-    key in the file (dsn): always use the file's."""
-    keys: list[str] = []
-    model: type | None = Config
-    for part in loc:
-        if model is not None and part not in _fields(model):
-            fields: dict[str, FieldInfo] = model.__pydantic_fields__  # type: ignore[attr-defined]
-            alias = fields[part].validation_alias if part in fields else None
-            part = alias if isinstance(alias, str) else part
-        keys.append(part)
-        info = _fields(model).get(part) if model is not None else None
-        model = _section_type(info) if info is not None else None
-    return tuple(keys)
-
-
-def _types(annotation: Any) -> Iterator[Any]:
-    """The types an annotation allows (``X | None`` -> X, None)."""
-    if get_origin(annotation) in (Union, type(int | None)):
-        for arg in get_args(annotation):
-            yield from _types(arg)
-    else:
-        yield annotation
-
-
-def _section_type(info: FieldInfo) -> type | None:
-    return next(
-        (t for t in _types(info.annotation) if isinstance(t, type) and is_pydantic_dataclass(t)),
-        None,
-    )
-
-
-def _model_at(path: Path_) -> type | None:
-    model: type | None = Config
-    for part in path:
-        info = _fields(model).get(part) if model is not None else None
-        model = _section_type(info) if info is not None else None
-    return model
-
-
-def _choices(loc: Path_) -> tuple[str, ...]:
-    model = _model_at(loc[:-1])
-    info = _fields(model).get(loc[-1]) if model is not None else None
-    if info is None:
-        return ()
-    literal = next((t for t in _types(info.annotation) if get_origin(t) is Literal), None)
-    return tuple(str(choice) for choice in get_args(literal)) if literal is not None else ()
-
-
-def _all_settings(model: type, prefix: Path_) -> Iterator[Path_]:
-    for key, info in _fields(model).items():
-        yield (*prefix, key)
-        if (inner := _section_type(info)) is not None:
-            yield from _all_settings(inner, (*prefix, key))
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -216,11 +137,6 @@ def _all_settings(model: type, prefix: Path_) -> Iterator[Path_]:
 
 def _name(path: Path_) -> str:
     return ".".join(path)
-
-
-def _label(path: Path_) -> str:
-    """A section as the file writes its header ([store.s3]), a setting by its dotted name."""
-    return f"[{_name(path)}]" if _model_at(path) is not None else _name(path)
 
 
 def _present(path: Path_, data: Mapping[str, Any]) -> bool:
