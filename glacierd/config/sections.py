@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -38,7 +39,7 @@ class FilesConfig:
 
     @field_validator("root")
     @classmethod
-    def _root_is_a_directory(cls, root: Any) -> Any:
+    def _root_is_a_directory(cls, root: Path | None) -> Path | None:
         if root is not None and not root.is_dir():
             raise invalid(
                 f"{{setting}} {str(root)!r} is not a directory",
@@ -51,16 +52,15 @@ class FilesConfig:
         if self.root is None:
             return self
         beside = self.root.parent / "orphan_files"
-        if self.orphan_dir is None:
-            object.__setattr__(self, "orphan_dir", beside)  # frozen: set while validating
-        assert self.orphan_dir is not None
+        orphan_dir = self.orphan_dir or beside
         # A restore moves orphans out of the root: into the root they would be found again.
-        if self.orphan_dir.resolve().is_relative_to(self.root.resolve()):
+        if orphan_dir.resolve().is_relative_to(self.root.resolve()):
             raise invalid(
                 "{section}.orphan_dir lies inside {section}.root",
                 f"put it beside the root, for example {beside}",
                 key="orphan_dir",
             )
+        object.__setattr__(self, "orphan_dir", orphan_dir)  # frozen: set while validating
         return self
 
 

@@ -154,9 +154,7 @@ def with_local_default(store: Any, state_dir: Path) -> Any:
     """The raw [store] table with the local vault defaulting to state_dir/vault."""
     if not isinstance(store, dict) or store.get("type", "local") != "local":
         return store
-    local = store.get("local")
-    if local is None:
-        local = {}
+    local = store.get("local", {})
     if not isinstance(local, dict) or local.get("path") not in (None, ""):
         return store
     return {**store, "local": {**local, "path": state_dir / "vault"}}
