@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from glacierd.config import Config, config_from_dict
 from glacierd.context import Context, open_context
@@ -87,30 +87,8 @@ async def ctx(make_settings: Callable[..., dict]) -> AsyncIterator[Context]:
 
 
 def to_toml(data: dict) -> str:
-    """A tiny TOML writer for test configs (tables of scalars, lists and nested tables)."""
-
-    def scalar(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines: list[str] = []
-
-    def table(prefix: str, values: dict) -> None:
-        scalars = {k: v for k, v in values.items() if not isinstance(v, dict)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {scalar(v)}" for k, v in scalars.items())
-        for k, v in values.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", data)
-    return textwrap.dedent("\n".join(lines)) + "\n"
+    """Test settings as the text of a TOML file (tomli-w: tables, lists, quoting)."""
+    return tomli_w.dumps(data)
 
 
 @pytest.fixture
