@@ -13,8 +13,13 @@ from glacierd.operations.errors import OperationError
 
 
 class ApiError(OperationError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    """The daemon refused a request: its status and its error's sentence (and, when the
+    daemon said them apart, its detail and fix)."""
+
+    def __init__(
+        self, status: int, message: str, *, detail: str | None = None, fix: str | None = None
+    ) -> None:
+        super().__init__(detail or message, fix, message=message)
         self.status = status
 
 
@@ -48,5 +53,11 @@ async def call(config: Config, method: str, path: str, body: Any = None) -> Any:
     except json.JSONDecodeError:
         raise ApiError(resp.status, f"unexpected answer from the daemon: {text[:200]}") from None
     if resp.status >= 400:
-        raise ApiError(resp.status, data.get("error", text))
+        fields = data if isinstance(data, dict) else {}
+        raise ApiError(
+            resp.status,
+            str(fields.get("error", text)),
+            detail=fields.get("detail"),
+            fix=fields.get("fix"),
+        )
     return data

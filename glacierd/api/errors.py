@@ -1,5 +1,7 @@
 """Every control-API error is a JSON body ``{"error": "...", "status": N}``: one place maps
-exceptions to HTTP statuses, so handlers stay a few lines long."""
+exceptions to HTTP statuses, so handlers stay a few lines long. An error that says apart
+what is wrong and what to do (a ``GlacierdError`` with a ``fix``) also carries ``"detail"``
+and ``"fix"``, so a client need not take the sentence apart."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from aiohttp import web
 from glacierd import jsonsafe
 from glacierd.api.listener import BODY_TIMEOUT_SECONDS
 from glacierd.catalog.locks import BusyError
+from glacierd.errors import GlacierdError
 from glacierd.operations.errors import EXPECTED
 from glacierd.operations.inventory import ConflictError, NotFoundError
 from glacierd.operations.restore import RestoreFailed
@@ -36,6 +39,14 @@ class ClientGone(Exception):
 
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
+
+
+def exception_response(status: int, exc: BaseException) -> web.Response:
+    """The JSON error for ``exc``: its sentence, and its detail and fix when it has a fix."""
+    body: dict[str, object] = {"error": str(exc), "status": status}
+    if isinstance(exc, GlacierdError) and exc.fix:
+        body |= exc.fields()
+    return web.json_response(body, status=status)
 
 
 _MAPPED: list[tuple[type[BaseException], int]] = [
@@ -70,13 +81,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception as exc:
         for kind, status in _MAPPED:
             if isinstance(exc, kind):
-                response = error_response(status, str(exc))
+                response = exception_response(status, exc)
                 if status == 408:
                     response.force_close()  # the rest of the body may still be on its way
                 return response
         if isinstance(exc, EXPECTED):
             log.error("api.operation_failed", path=request.path, error=str(exc))
-            return error_response(502, str(exc))
+            return exception_response(502, exc)
         log.exception("api.internal_error", path=request.path)
         return error_response(500, "internal error; the glacierd log has the details.")
 

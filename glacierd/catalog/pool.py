@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from glacierd.errors import GlacierdError
 from glacierd.sources.conninfo import ConnInfo, ConnInfoError
 
 # What connecting can raise besides a server's answer: bad TLS files or settings
@@ -24,57 +25,60 @@ _CONNECT_ERRORS = (
 )
 
 
-class CatalogError(Exception):
-    """The catalog (or the database it lives in) cannot be used; the message says why."""
+class CatalogError(GlacierdError):
+    """The catalog (or the database it lives in) cannot be used: ``detail`` says why."""
 
 
-def describe_connect_error(exc: BaseException, conninfo: ConnInfo, what: str) -> str:
-    """One sentence for an asyncpg connection failure: what, where, and the fix."""
+def describe_connect_error(
+    exc: BaseException, conninfo: ConnInfo, what: str
+) -> tuple[str, str | None]:
+    """An asyncpg connection failure as (what is wrong and where, the fix); no fix where the
+    detail already says what to change."""
     where = conninfo.describe()
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return f"the {what} database {where} does not exist; create it or fix the dsn."
+        return f"the {what} database {where} does not exist", "create it or fix the dsn"
     if isinstance(
         exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
     ):
         return (
-            f"the {what} database {where} refused the login ({exc}); check the user and set the "
-            "password in .pgpass or PGPASSWORD."
+            f"the {what} database {where} refused the login ({exc})",
+            "check the user and set the password in .pgpass or PGPASSWORD",
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"the {what} database {where} presented a certificate that was not accepted "
-            f"({exc.verify_message or exc.reason}); check sslrootcert (the CA), the host name "
-            "and sslmode in the dsn."
+            f"({exc.verify_message or exc.reason})",
+            "check sslrootcert (the CA), the host name and sslmode in the dsn",
         )
     if isinstance(exc, ssl.SSLError):
         return (
-            f"the TLS connection to the {what} database {where} failed ({exc.reason or exc}); "
-            "check the ssl settings in the dsn and the server's ssl configuration."
+            f"the TLS connection to the {what} database {where} failed ({exc.reason or exc})",
+            "check the ssl settings in the dsn and the server's ssl configuration",
         )
     if isinstance(exc, ConnInfoError):  # its sentence already says what to change
-        return f"the {what} database {where} cannot be used: {exc}."
+        return f"the {what} database {where} cannot be used: {exc}.", None
     if isinstance(exc, asyncpg.InterfaceError):
-        return f"the {what} database {where} cannot be used: {exc}; fix the dsn."
+        return f"the {what} database {where} cannot be used: {exc}", "fix the dsn"
     if isinstance(exc, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
         return (
-            f"the {what} database {where} is unreachable ({exc.__class__.__name__}: {exc}); "
-            "check that PostgreSQL is running and the host and port are right."
+            f"the {what} database {where} is unreachable ({exc.__class__.__name__}: {exc})",
+            "check that PostgreSQL is running and the host and port are right",
         )
-    return f"the {what} database {where} cannot be used: {exc}."
+    return f"the {what} database {where} cannot be used: {exc}.", None
 
 
 @asynccontextmanager
 async def connection(
-    conninfo: ConnInfo, what: str, error: type[Exception]
+    conninfo: ConnInfo, what: str, error: type[GlacierdError]
 ) -> AsyncIterator[asyncpg.Connection]:
     """One connection, closed afterwards; a failure to connect raises ``error`` with the
-    sentence from ``describe_connect_error``."""
+    detail and fix from ``describe_connect_error``."""
     try:
         # Off the event loop: building the arguments may read TLS certificate files.
         kwargs = await asyncio.to_thread(conninfo.asyncpg_kwargs)
         conn = await asyncpg.connect(**kwargs)
     except _CONNECT_ERRORS as exc:
-        raise error(describe_connect_error(exc, conninfo, what)) from None
+        raise error(*describe_connect_error(exc, conninfo, what)) from None
     try:
         yield conn
     finally:
@@ -134,7 +138,7 @@ class Catalog:
                 min_size=1, max_size=6, command_timeout=None, init=_init_connection, **kwargs
             )
         except _CONNECT_ERRORS as exc:
-            raise CatalogError(describe_connect_error(exc, self.conninfo, "catalog")) from None
+            raise CatalogError(*describe_connect_error(exc, self.conninfo, "catalog")) from None
 
     async def close(self) -> None:
         if self._pool is not None:

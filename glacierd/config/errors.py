@@ -13,17 +13,13 @@ from pathlib import Path
 
 from pydantic_core import PydanticCustomError
 
+from glacierd.errors import GlacierdError, sentence
+
 EXAMPLE_FILE = "deploy/glacierd.example.toml"
 
 # Error types of our own validators (pydantic's are named in formatting.py).
 INVALID = "glacierd_invalid"
 MUST_BE = "glacierd_must_be"
-
-
-def sentence(detail: str, fix: str | None) -> str:
-    """glacierd's message form: 'what is wrong; what to do.'"""
-    text = f"{detail}; {fix}" if fix else detail
-    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class ConfigProblem:
             object.__setattr__(self, "sentence", sentence(self.detail, self.fix))
 
 
-class ConfigError(Exception):
+class ConfigError(GlacierdError):
     """A setting is missing or wrong. ``str(exc)`` is one sentence an operator can act on
     (with several problems: a header line, then one sentence per line); ``detail`` and
     ``fix`` say what is wrong and what to do, and ``problems`` lists every problem, for
@@ -57,14 +53,12 @@ class ConfigError(Exception):
         setting: str | None = None,
         problems: Sequence[ConfigProblem] = (),
     ) -> None:
-        self.detail = detail
-        self.fix = fix
         self.problems = tuple(problems) or (ConfigProblem(detail, fix, setting),)
         if len(self.problems) == 1:
             message = self.problems[0].sentence
         else:
             message = "\n".join([f"{detail}:", *(f"  {p.sentence}" for p in self.problems)])
-        super().__init__(message)
+        super().__init__(detail, fix, message=message)
 
     @classmethod
     def of(cls, problems: Sequence[ConfigProblem], source: Path | None = None) -> ConfigError:

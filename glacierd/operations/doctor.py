@@ -172,6 +172,8 @@ async def _run_one(doctor: Doctor, item: Check) -> CheckResult:
     except Problem as exc:
         return CheckResult(item.name, False, exc.detail, exc.fix)
     except EXPECTED as exc:
+        if exc.fix:
+            return CheckResult(item.name, False, exc.detail, exc.fix)
         detail, fix = split_message(str(exc))
         return CheckResult(item.name, False, detail, fix)
     except Exception as exc:
@@ -234,7 +236,7 @@ async def check_configuration(d: Doctor) -> CheckResult:
     if cfg.logging.file is not None:
         problem = await asyncio.to_thread(log_file_problem, cfg.logging.file)
         if problem is not None:
-            raise Problem(*split_message(str(problem)))
+            raise Problem(problem.detail, problem.fix)
     detail = (
         f"{where} is valid (store {cfg.store.name!r} of type {cfg.store.type}, "
         f"state_dir {cfg.state_dir})"

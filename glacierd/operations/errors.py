@@ -7,12 +7,13 @@ import asyncio
 import asyncpg
 
 from glacierd.catalog.pool import CatalogError
+from glacierd.errors import GlacierdError
 from glacierd.sources.database import DatabaseSourceError
 from glacierd.stores.base import StoreError
 
 
-class OperationError(Exception):
-    """An operation cannot go on; the message is meant for the operator."""
+class OperationError(GlacierdError):
+    """An operation cannot go on: ``detail`` and ``fix`` are meant for the operator."""
 
 
 EXPECTED = (OperationError, StoreError, DatabaseSourceError, CatalogError)

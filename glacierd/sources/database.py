@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 
 from glacierd.catalog.pool import connection
+from glacierd.errors import GlacierdError
 from glacierd.sources.conninfo import ConnInfo
 
 log = structlog.get_logger("glacierd.sources.database")
@@ -30,8 +31,8 @@ _HELD = "(its error output was held open by another process)"
 T = TypeVar("T")
 
 
-class DatabaseSourceError(Exception):
-    """pg_dump or the database cannot do what a backup needs; the message says how to fix it."""
+class DatabaseSourceError(GlacierdError):
+    """pg_dump or the database cannot do what a backup needs; ``fix`` says what to do."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,9 @@ def find_tool(name: str, setting: str | None = None) -> str:
             restore = "restore" in os.path.basename(name)
             setting = "database.pg_restore" if restore else "database.pg_dump"
         raise DatabaseSourceError(
-            f"{name} was not found; install it with 'apt-get install postgresql-client' "
-            f"(or set {setting} to its full path)."
+            f"{name} was not found",
+            "install it with 'apt-get install postgresql-client' "
+            f"(or set {setting} to its full path)",
         )
     return path
 
@@ -201,13 +203,13 @@ async def tool_version(tool: str, setting: str | None = None) -> ToolVersion:
         code, out, _ = await run_tool([path, "--version"], dict(os.environ), TOOL_SECONDS)
     except ToolTimeout:
         raise DatabaseSourceError(
-            f"{path} --version did not answer within {TOOL_SECONDS:g} s; check the program "
-            "(a wrapper script waiting for input?) or reinstall it."
+            f"{path} --version did not answer within {TOOL_SECONDS:g} s",
+            "check the program (a wrapper script waiting for input?) or reinstall it",
         ) from None
     text = out.decode(errors="replace").strip()
     match = re.search(r"(\d+)(?:\.(\d+))?", text)
     if code != 0 or not match:
-        raise DatabaseSourceError(f"{path} --version did not print a version; reinstall it.")
+        raise DatabaseSourceError(f"{path} --version did not print a version", "reinstall it")
     return ToolVersion(int(match.group(1)), text)
 
 
@@ -233,9 +235,9 @@ async def check_pg_dump(tool: str, conninfo: ConnInfo) -> tuple[ToolVersion, Too
     server = await server_version(conninfo)
     if client.major < server.major:
         raise DatabaseSourceError(
-            f"pg_dump is older than the server ({client.text} vs {server.text}); install "
-            f"postgresql-client-{server.major} and set database.pg_dump to its path, for "
-            f"example /usr/lib/postgresql/{server.major}/bin/pg_dump."
+            f"pg_dump is older than the server ({client.text} vs {server.text})",
+            f"install postgresql-client-{server.major} and set database.pg_dump to its path, "
+            f"for example /usr/lib/postgresql/{server.major}/bin/pg_dump",
         )
     return client, server
 

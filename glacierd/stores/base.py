@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from glacierd.errors import GlacierdError
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
 
 
-class StoreError(Exception):
-    """A store operation failed; the message says what to do next."""
+class StoreError(GlacierdError):
+    """A store operation failed: ``detail`` says what, ``fix`` what to do next."""
 
 
 class ArchiveNotFoundError(StoreError):
