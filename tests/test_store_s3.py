@@ -223,7 +223,7 @@ async def test_parts_upload_concurrently_with_bounded_read_ahead(
             yield chunk
 
     async with open_store(moto_server, s3_bucket, part_concurrency=3) as store:
-        real = store._upload_part
+        real = store.uploader.upload_part
 
         async def gated(*args: Any) -> dict[str, Any]:
             nonlocal in_flight, peak
@@ -235,7 +235,7 @@ async def test_parts_upload_concurrently_with_bounded_read_ahead(
             finally:
                 in_flight -= 1
 
-        store._upload_part = gated  # type: ignore[method-assign]
+        store.uploader.upload_part = gated  # type: ignore[method-assign]
         task = asyncio.create_task(store.put("big", counted(), kind="file", size_hint=len(data)))
         await asyncio.sleep(0.3)
         assert in_flight == 3  # part_concurrency parts in flight …

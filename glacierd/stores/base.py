@@ -191,9 +191,9 @@ async def write_atomically_verified(
         if archive.sha256 and digest.hexdigest != archive.sha256:
             raise VerificationError(
                 f"archive {archive.key} failed verification: SHA-256 {digest.hexdigest} "
-                f"differs from the {archive.sha256} recorded at backup time; the download "
-                "was discarded — retry the fetch, and if it fails again the stored copy is "
-                "damaged."
+                f"differs from the {archive.sha256} recorded at backup time",
+                "the download was discarded — retry the fetch, and if it fails again the "
+                "stored copy is damaged",
             )
         if archive.size is not None and digest.size != archive.size:
             raise VerificationError(

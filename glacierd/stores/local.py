@@ -72,14 +72,14 @@ class LocalStore(Store):
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
-                f"local vault directory {self.root} cannot be created ({exc.strerror}); "
+                f"local vault directory {self.root} cannot be created ({exc.strerror})",
                 "create it and make it writable by the glacierd user, or change "
-                "store.local.path."
+                "store.local.path",
             ) from None
         if not await asyncio.to_thread(os.access, self.root, os.W_OK):
             raise StoreError(
-                f"local vault directory {self.root} is not writable; run "
-                f"'chown glacierd: {self.root}' or change store.local.path."
+                f"local vault directory {self.root} is not writable",
+                f"run 'chown glacierd: {self.root}' or change store.local.path",
             )
 
     def _path(self, key: str) -> Path:
@@ -115,8 +115,8 @@ class LocalStore(Store):
         state = await self.retrieval_status(archive)
         if state.status != "ready":
             raise NotRetrievedError(
-                f"archive {archive.key} is not retrieved yet (status {state.status}); "
-                "request a retrieval and wait until it is ready."
+                f"archive {archive.key} is not retrieved yet (status {state.status})",
+                "request a retrieval and wait until it is ready",
             )
         path = self._path(archive.key)
         if not await asyncio.to_thread(path.is_file):

@@ -1,0 +1,340 @@
+"""The S3 store: archives are objects in one bucket under one prefix, usually in a Glacier
+class. Uploads (``upload.py``), part sizes (``parts.py``), the Restore header
+(``restore_header.py``) and error sentences (``errors.py``) live beside it.
+
+- **Keys.** The object key is ``prefix + key``; the catalog keeps ``key`` without the prefix,
+  so a bucket can be re-prefixed by changing one setting and copying the objects.
+- **Retrieval** is ``RestoreObject`` (``Days`` = ``restore_days``, ``Tier``): 202 started,
+  200 already restored (the new ``Days`` resets the expiry), 409 already running, 503 no
+  Expedited capacity. Progress is the ``x-amz-restore`` header of ``HeadObject``.
+- **Downloads** stream ``GetObject``; an unrestored archive answers 403 ``InvalidObjectState``.
+  A connection lost mid-download resumes with a ``Range`` request pinned to the ETag.
+
+One aiobotocore client per store is created in ``open()`` and reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+)
+
+from glacierd.config import TIERS, S3StoreConfig
+from glacierd.pipeline.hashing import Digest
+from glacierd.stores.aws import error_code, open_client
+from glacierd.stores.base import ArchiveRef, ListedObject, RetrievalState, Store, StoreError
+from glacierd.stores.s3.download import download
+from glacierd.stores.s3.errors import NO_BUCKET_CODES, NOT_FOUND_CODES, S3Errors
+from glacierd.stores.s3.parts import DEFAULT_PART_SIZE, plan_parts
+from glacierd.stores.s3.restores import (
+    ARCHIVAL_CLASSES,
+    TYPICAL_RETRIEVAL_TIME,
+    choose_tier,
+    retrieval_state,
+)
+from glacierd.stores.s3.upload import S3Uploader, StreamFailed
+
+log = structlog.get_logger("glacierd.stores.s3")
+
+
+class S3Store(Store):
+    """Archives as objects in ``cfg.bucket`` under ``cfg.prefix``."""
+
+    type = "s3"
+
+    # Tunables kept private (tests shrink them; operators have no reason to).
+    _part_size: int = DEFAULT_PART_SIZE
+    _max_attempts: int = 5
+    _connect_timeout: float = 10.0
+    _read_timeout: float = 60.0
+
+    def __init__(self, name: str, cfg: S3StoreConfig) -> None:
+        super().__init__(name)
+        self.cfg = cfg
+        self.errors = S3Errors(cfg)
+        self.uploader = S3Uploader(cfg.bucket, cfg.part_concurrency)
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    # ---------------------------------------------------------------- keys and client
+
+    @property
+    def bucket(self) -> str:
+        return self.cfg.bucket
+
+    def s3_key(self, key: str) -> str:
+        """The object key in the bucket for a catalog key."""
+        return self.cfg.prefix + key
+
+    def catalog_key(self, s3_key: str) -> str | None:
+        """The catalog key for an object key (as in S3 events), or None if outside the prefix."""
+        if not s3_key.startswith(self.cfg.prefix):
+            return None
+        return s3_key[len(self.cfg.prefix) :]
+
+    @property
+    def default_tier(self) -> str:
+        return self.cfg.default_tier
+
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        cls = storage_class or self.cfg.storage_class
+        if cls not in ARCHIVAL_CLASSES:
+            return super().retrieval_estimates(cls)  # readable at once
+        return {
+            tier: TYPICAL_RETRIEVAL_TIME[(cls, tier)].total_seconds()
+            for tier in TIERS
+            if (cls, tier) in TYPICAL_RETRIEVAL_TIME
+        }
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        cfg = self.cfg
+        options: dict[str, Any] = {
+            # "standard" retries throttling (503 SlowDown), 5xx and dropped connections with
+            # jittered exponential backoff; bodies are bytes, so a retry resends them.
+            "retries": {"mode": "standard", "max_attempts": self._max_attempts},
+            # One pooled connection per concurrent part, plus a few for HEAD/GET meanwhile.
+            "max_pool_connections": max(10, cfg.part_concurrency + 4),
+            "connect_timeout": self._connect_timeout,
+            "read_timeout": self._read_timeout,
+        }
+        if cfg.endpoint_url:
+            # S3-compatible stores and test servers: no virtual-host DNS, and recent SDKs'
+            # default CRC checksums are rejected by some (R2, B2, some MinIO versions).
+            # Our explicit SHA-256 checksums are still sent.
+            options["s3"] = {"addressing_style": "path"}
+            options["request_checksum_calculation"] = "when_required"
+            options["response_checksum_validation"] = "when_required"
+        try:
+            self._stack, self._client = await open_client(
+                "s3",
+                profile=cfg.profile,
+                region=cfg.region,
+                endpoint_url=cfg.endpoint_url,
+                config=AioConfig(**options),
+                setting="store.s3.profile",
+            )
+        except BotoCoreError as exc:  # e.g. a credential_process or SSO login that fails
+            raise self.errors.translate(exc, "the opening of the S3 client") from exc
+
+    async def close(self) -> None:
+        # Let aborts started during a cancellation finish before the client goes away.
+        await self.uploader.aborts.wait()
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise StoreError(f"S3 store {self.name!r} is not open", "call open() first")
+        return self._client
+
+    # ------------------------------------------------------------------------ upload
+
+    async def _upload(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        kind: str,
+        size_hint: int | None,
+        digest: Digest,
+    ) -> tuple[str, str | None]:
+        client = self._require_client()
+        # The probe must not cost a 90-day minimum charge: it is STANDARD whatever the config.
+        storage_class = "STANDARD" if kind == "probe" else self.cfg.class_for(kind)
+        plan = plan_parts(size_hint, self._part_size)
+        try:
+            await self.uploader.upload(client, self.s3_key(key), chunks, plan, storage_class)
+        except StreamFailed as exc:
+            cause = exc.__cause__
+            raise StoreError(
+                f"upload of archive {key} to S3 bucket {self.cfg.bucket} stopped because its "
+                f"data stream failed ({cause!r}); nothing was stored."
+            ) from cause
+        except (ClientError, BotoCoreError) as exc:
+            raise self.errors.translate(exc, f"the upload of archive {key}", aborted=True) from exc
+        return key, storage_class
+
+    async def abort_incomplete(self) -> int:
+        """Abort multipart uploads under the prefix, except the ones this store is running.
+
+        Another process uploading under the same prefix at this moment would lose its upload:
+        one daemon per bucket prefix.
+        """
+        client = self._require_client()
+        aborted = 0
+        try:
+            paginator = client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=self.cfg.prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["UploadId"] in self.uploader.active:
+                        continue
+                    try:
+                        await client.abort_multipart_upload(
+                            Bucket=self.cfg.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if error_code(exc) == "NoSuchUpload":  # finished or aborted meanwhile
+                            continue
+                        raise
+                    aborted += 1
+                    log.info(
+                        "s3.upload_aborted", key=upload["Key"], initiated=upload.get("Initiated")
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.errors.translate(exc, "the abort of unfinished multipart uploads") from exc
+        return aborted
+
+    # ------------------------------------------------------------------------ download
+
+    def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
+        client = self._require_client()
+        return download(client, self.cfg.bucket, self.s3_key(archive.key), archive.key, self.errors)
+
+    # ------------------------------------------------------------------------ retrieval
+
+    async def _head(self, archive: ArchiveRef) -> dict[str, Any]:
+        client = self._require_client()
+        try:
+            return await client.head_object(Bucket=self.cfg.bucket, Key=self.s3_key(archive.key))
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                # HEAD has no body, so a missing bucket also reads as a bare 404: tell apart.
+                await self._check_bucket()
+            raise self.errors.about_archive(exc, archive.key, "the status check") from exc
+        except BotoCoreError as exc:
+            raise self.errors.translate(exc, f"the status check of archive {archive.key}") from exc
+
+    async def _check_bucket(self) -> None:
+        client = self._require_client()
+        try:
+            await client.head_bucket(Bucket=self.cfg.bucket)
+        except ClientError as exc:
+            if error_code(exc) in NO_BUCKET_CODES:
+                raise self.errors.no_bucket() from exc
+            raise self.errors.translate(exc, "the bucket check") from exc
+        except BotoCoreError as exc:
+            raise self.errors.translate(exc, "the bucket check") from exc
+
+    async def request_retrieval(
+        self, archive: ArchiveRef, tier: str | None = None
+    ) -> RetrievalState:
+        # HEAD first: the catalog's class may be stale (a lifecycle rule may have moved the
+        # object), and a restore already running needs no second request.
+        head = await self._head(archive)
+        storage_class = head.get("StorageClass") or "STANDARD"
+        if storage_class not in ARCHIVAL_CLASSES:
+            return RetrievalState("ready")  # GLACIER_IR, STANDARD…: a plain GET works
+        current = retrieval_state(storage_class, head.get("Restore"))
+        chosen = choose_tier(storage_class, archive.key, tier, self.cfg.default_tier)
+        expected = datetime.now(UTC) + TYPICAL_RETRIEVAL_TIME[(storage_class, chosen)]
+        if current.status == "pending":
+            return RetrievalState("pending", expected_at=expected)
+        client = self._require_client()
+        try:
+            resp = await client.restore_object(
+                Bucket=self.cfg.bucket,
+                Key=self.s3_key(archive.key),
+                RestoreRequest={
+                    "Days": self.cfg.restore_days,
+                    "GlacierJobParameters": {"Tier": chosen},
+                },
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "RestoreAlreadyInProgress":  # 409: one restore per object at a time
+                return RetrievalState("pending", expected_at=expected)
+            if code == "GlacierExpeditedRetrievalNotAvailable":  # 503: no Expedited capacity
+                raise StoreError(
+                    f"S3 has no Expedited retrieval capacity for archive {archive.key} right now",
+                    "request the Standard tier instead (or buy provisioned capacity)",
+                ) from exc
+            if code == "InvalidObjectState":
+                # "not in an archival class" after all (moved meanwhile): readable as it is.
+                return await self.retrieval_status(archive)
+            if code in ("NotImplemented", "501"):
+                # S3-compatible stores without archive classes: objects are always readable.
+                return RetrievalState("ready")
+            raise self.errors.about_archive(exc, archive.key, "the retrieval request") from exc
+        except BotoCoreError as exc:
+            raise self.errors.translate(
+                exc, f"the retrieval request of archive {archive.key}"
+            ) from exc
+        status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 200:
+            # Already restored: the new Days reset the expiry; report what HEAD now says.
+            return await self.retrieval_status(archive)
+        log.info(
+            "s3.restore_requested",
+            key=archive.key,
+            storage_class=storage_class,
+            tier=chosen,
+            expected_at=expected.isoformat(),
+        )
+        return RetrievalState("pending", expected_at=expected)  # 202: restore started
+
+    async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
+        head = await self._head(archive)
+        return retrieval_state(head.get("StorageClass"), head.get("Restore"))
+
+    # ------------------------------------------------------------------------ the rest
+
+    async def delete(self, archive: ArchiveRef) -> None:
+        client = self._require_client()
+        try:
+            # DeleteObject answers 204 whether or not the key existed (unversioned bucket).
+            await client.delete_object(Bucket=self.cfg.bucket, Key=self.s3_key(archive.key))
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                return
+            raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
+        except BotoCoreError as exc:
+            raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        client = self._require_client()
+        strip = len(self.cfg.prefix)
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(
+                Bucket=self.cfg.bucket, Prefix=self.cfg.prefix + prefix
+            ):
+                for obj in page.get("Contents", []):
+                    yield ListedObject(obj["Key"][strip:], int(obj["Size"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise self.errors.translate(exc, "the listing of archives") from exc
+
+    async def probe(self) -> None:
+        """Check the bucket, write a small STANDARD object, read it back, delete it."""
+        await self._check_bucket()
+        data = b"glacierd probe\n"
+
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        result = await self.put(".glacierd-probe", one(), kind="probe", size_hint=len(data))
+        ref = ArchiveRef(result.key, result.size, result.sha256, "STANDARD")
+        try:
+            back = bytearray()
+            async for chunk in self._download(ref):
+                back += chunk
+            if bytes(back) != data:
+                raise StoreError(
+                    f"S3 bucket {self.cfg.bucket} returned different bytes than were written "
+                    "to the probe object",
+                    "check store.s3.endpoint_url and any proxy in between",
+                )
+        finally:
+            with contextlib.suppress(StoreError):
+                await self.delete(ref)

@@ -1,0 +1,287 @@
+"""The vault store: archives in one Glacier vault; keys are Glacier's ArchiveIds.
+
+Uploads (``upload.py``), retrieval jobs (``jobs.py``) and error sentences (``errors.py``)
+live beside it. Listing a vault needs an inventory job that takes hours, so the catalog is
+the list of archives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+
+from glacierd.config import VaultStoreConfig
+from glacierd.pipeline.hashing import Digest
+from glacierd.pipeline.treehash import TreeHash
+from glacierd.stores.aws import open_client
+from glacierd.stores.base import (
+    ArchiveRef,
+    ListedObject,
+    NotRetrievedError,
+    RetrievalState,
+    Store,
+    StoreError,
+    VerificationError,
+)
+from glacierd.stores.vault.errors import GoneError, VaultErrors
+from glacierd.stores.vault.jobs import (
+    TIER_DELAY,
+    job_parameters,
+    state_from_job,
+    tier_delay,
+)
+from glacierd.stores.vault.upload import (
+    DESCRIPTION_PREFIX,
+    PAYLOAD_OPERATIONS,
+    STORAGE_CLASS,
+    VaultUploader,
+    add_payload_sha256,
+    is_empty_key,
+)
+
+log = structlog.get_logger("glacierd.stores.vault")
+
+_DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class VaultStore(Store):
+    """Archives in one Glacier vault; keys are Glacier's ArchiveIds."""
+
+    type = "vault"
+
+    def __init__(self, name: str, cfg: VaultStoreConfig) -> None:
+        super().__init__(name)
+        self.cfg = cfg
+        self.errors = VaultErrors(cfg)
+        self.uploader = VaultUploader(cfg.vault, cfg.part_size, cfg.multipart_threshold)
+        self._stack: AsyncExitStack | None = None
+        self._client_obj: Any = None
+
+    # -- client ---------------------------------------------------------------------------
+
+    @property
+    def default_tier(self) -> str:
+        return self.cfg.default_tier
+
+    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+        return {tier: delay.total_seconds() for tier, delay in TIER_DELAY.items()}
+
+    async def open(self) -> None:
+        if self._client_obj is not None:
+            return
+        config = AioConfig(
+            retries={"mode": "standard", "max_attempts": 5}, connect_timeout=30, read_timeout=120
+        )
+        try:
+            stack, client = await open_client(
+                "glacier",
+                profile=self.cfg.profile,
+                region=self.cfg.region,
+                endpoint_url=self.cfg.endpoint_url,
+                config=config,
+                setting="store.vault.profile",
+            )
+        except NoRegionError:
+            raise StoreError(
+                f"no AWS region is set for Glacier vault store {self.name!r}",
+                "set store.vault.region to the vault's region, for example 'us-east-1'",
+            ) from None
+        for operation in PAYLOAD_OPERATIONS:
+            client.meta.events.register_first(
+                f"before-call.glacier.{operation}", add_payload_sha256
+            )
+        self._stack, self._client_obj = stack, client
+        self.errors.region = str(client.meta.region_name)
+
+    async def close(self) -> None:
+        # Let shielded aborts of failed uploads finish before the client goes away.
+        await self.uploader.aborts.wait()
+        if self._stack is not None:
+            stack, self._stack, self._client_obj = self._stack, None, None
+            await stack.aclose()
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            raise StoreError(
+                f"Glacier vault store {self.name!r} is used before open()", "call open() first"
+            )
+        return self._client_obj
+
+    async def _call(self, operation: str, /, **params: Any) -> dict[str, Any]:
+        """Call a vault operation; every AWS failure becomes a StoreError that says what to do."""
+        try:
+            method = getattr(self._client, operation)
+            return await method(vaultName=self.cfg.vault, accountId=self.cfg.account_id, **params)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.errors.translate(exc, operation) from exc
+
+    # -- upload ---------------------------------------------------------------------------
+
+    async def _upload(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        kind: str,
+        size_hint: int | None,
+        digest: Digest,
+    ) -> tuple[str, str | None]:
+        return await self.uploader.upload(self._call, key, chunks, size_hint), STORAGE_CLASS
+
+    def stored_key(self, planned: str) -> str | None:
+        """The ArchiveId of a completed upload nobody recorded, or None: a planned key is
+        not an ArchiveId, so there is nothing to delete under it (an upload that did not
+        complete is aborted by the store itself, or by ``abort_incomplete`` at start)."""
+        return self.uploader.completed.pop(planned, None)
+
+    async def abort_incomplete(self) -> int:
+        """Abort the multipart uploads glacierd left in the vault (recognised by description).
+
+        Uploads started by other tools sharing the vault are left alone.
+        """
+        upload_ids: list[str] = []
+        marker: str | None = None
+        while True:
+            page = await self._call(
+                "list_multipart_uploads", **({"marker": marker} if marker else {})
+            )
+            for upload in page.get("UploadsList") or []:
+                if str(upload.get("ArchiveDescription") or "").startswith(DESCRIPTION_PREFIX):
+                    upload_ids.append(str(upload["MultipartUploadId"]))
+            marker = page.get("Marker")
+            if not marker:
+                break
+        aborted = 0
+        for upload_id in upload_ids:
+            try:
+                await self._call("abort_multipart_upload", uploadId=upload_id)
+            except GoneError:
+                continue
+            aborted += 1
+        if aborted:
+            log.info("vault.aborted_incomplete", vault=self.cfg.vault, count=aborted)
+        return aborted
+
+    # -- retrieval ------------------------------------------------------------------------
+
+    async def _describe_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job's description, or None when Glacier no longer knows it."""
+        try:
+            return await self._call("describe_job", jobId=job_id)
+        except GoneError:
+            return None
+
+    async def request_retrieval(
+        self, archive: ArchiveRef, tier: str | None = None
+    ) -> RetrievalState:
+        if is_empty_key(archive.key):
+            return RetrievalState("ready")
+        if archive.retrieval_job_id:
+            current = await self.retrieval_status(archive)
+            if current.status in ("pending", "ready"):
+                return current  # one job per archive: the running one answers
+        tier = tier or self.cfg.default_tier
+        started = await self._call(
+            "initiate_job", jobParameters=job_parameters(archive.key, tier, self.cfg.sns_topic)
+        )
+        job_id = str(started["jobId"])
+        log.info(
+            "vault.job_started",
+            vault=self.cfg.vault,
+            archive_id=archive.key,
+            job_id=job_id,
+            tier=tier,
+            replaces=archive.retrieval_job_id,
+        )
+        return RetrievalState(
+            "pending", expected_at=datetime.now(UTC) + tier_delay(tier), job_id=job_id
+        )
+
+    async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:
+        if is_empty_key(archive.key):
+            return RetrievalState("ready")
+        if not archive.retrieval_job_id:
+            return RetrievalState("available")
+        return state_from_job(archive, await self._describe_job(archive.retrieval_job_id))
+
+    async def _download(self, archive: ArchiveRef) -> AsyncIterator[bytes]:
+        if is_empty_key(archive.key):
+            return
+        job_id = archive.retrieval_job_id
+        if not job_id:
+            raise NotRetrievedError(
+                f"archive {archive.key} has no retrieval job",
+                "request a retrieval and wait until it is ready",
+            )
+        job = await self._describe_job(job_id)
+        state = state_from_job(archive, job)
+        if state.status != "ready" or job is None:
+            raise NotRetrievedError(
+                f"archive {archive.key} is not retrieved (status {state.status}"
+                + (f": {state.reason}" if state.reason else "")
+                + ")",
+                "request a retrieval and wait until it is ready",
+            )
+        output = await self._call("get_job_output", jobId=job_id)
+        # The x-amz-sha256-tree-hash header comes with a whole-archive output; the job
+        # description carries the same value.
+        expected = (
+            output.get("checksum") or job.get("SHA256TreeHash") or job.get("ArchiveSHA256TreeHash")
+        )
+        body = output["body"]
+        tree = TreeHash()
+        try:
+            async for chunk in body.iter_chunks(_DOWNLOAD_CHUNK):
+                if chunk:
+                    tree.update(chunk)
+                    yield chunk
+        except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+            raise StoreError(
+                f"download of archive {archive.key} from vault {self.cfg.vault!r} was "
+                f"interrupted ({exc})",
+                "retry the fetch while the retrieval is ready",
+            ) from exc
+        finally:
+            body.close()
+        if expected and tree.hexdigest() != str(expected).lower():
+            raise VerificationError(
+                f"archive {archive.key} failed verification: Glacier tree hash "
+                f"{tree.hexdigest()} differs from the {expected} Glacier sent",
+                "the download was discarded — retry the fetch",
+            )
+
+    # -- the rest -------------------------------------------------------------------------
+
+    async def delete(self, archive: ArchiveRef) -> None:
+        if is_empty_key(archive.key):
+            return
+        with contextlib.suppress(GoneError):
+            await self._call("delete_archive", archiveId=archive.key)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        """Not supported: a vault is listed only by an inventory job, which takes hours.
+
+        Raises StoreError on first iteration (an empty listing would wrongly say "empty").
+        """
+        raise StoreError(
+            f"Glacier vault {self.cfg.vault!r} cannot be listed synchronously: a vault "
+            "inventory is a job that takes hours and glacierd does not run it; the catalog is "
+            "the list of this store's archives."
+        )
+        yield  # an async generator, like the other stores' list()
+
+    async def probe(self) -> None:
+        """Check that the vault exists and answers (DescribeVault).
+
+        Writing and reading back a probe archive is impractical here: a read takes hours.
+        """
+        await self._call("describe_vault")
