@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,13 @@ async def test_a_stale_poll_answer_never_moves_a_verified_copy_back(
         assert (await current(ctx, row["id"]))["retrieval_status"] == "local"
 
 
-async def test_an_old_vault_job_never_replaces_a_newer_one(open_ctx: Callable[..., Any]):
+async def test_an_old_vault_job_never_replaces_a_newer_one(
+    open_ctx: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+):
     async with open_ctx(fetcher=False) as ctx:
+        # Glacier's job messages, read as the vault store reads them (no client needed).
+        vault = VaultStore("vault", VaultStoreConfig(vault="news"))
+        monkeypatch.setattr(ctx.store, "interpret", vault.interpret)
         await run_backup(ctx, "test")
         row = await dump_row(ctx)
         pool, q = ctx.catalog.pool, ctx.catalog.q
@@ -290,6 +296,12 @@ async def test_an_old_vault_job_never_replaces_a_newer_one(open_ctx: Callable[..
         assert await dispatch(ctx, failed) == 0
         after = await current(ctx, row["id"])
         assert (after["retrieval_status"], after["retrieval_job_id"]) == ("pending", "job-2")
+
+        # The same message about job-2 is news: the archive's retrieval failed.
+        assert await dispatch(ctx, replace(failed, job_id="job-2")) == 1
+        after = await current(ctx, row["id"])
+        assert (after["retrieval_status"], after["retrieval_job_id"]) == ("available", "job-2")
+        assert after["retrieval_error"] == "Glacier retrieval job failed: simulated"
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,9 +30,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-ORDER = ("available", "pending", "ready", "local", "exists")
-STORED = ("available", "pending", "ready", "local")  # what the catalog column may hold
+#: What a store can say about its copy of an archive (``stores.base.RetrievalState``).
+StoreStatus = Literal["available", "pending", "ready"]
+#: An archive's retrieval status: the store's word, then what only glacierd knows, in the
+#: order that ranks a backup (its lowest archive).
+ArchiveStatus = Literal[StoreStatus, "local", "exists"]
+
+ORDER: tuple[ArchiveStatus, ...] = get_args(ArchiveStatus)
+STORE_STATUSES: tuple[StoreStatus, ...] = get_args(StoreStatus)
+#: What the catalog column may hold ("exists" is computed from the disk, never stored).
+STORED: tuple[ArchiveStatus, ...] = ("available", "pending", "ready", "local")
 
 REQUEST, NEWS, FETCH, CLEANUP = "request", "news", "fetch", "cleanup"
 ACTORS = (REQUEST, NEWS, FETCH, CLEANUP)
@@ -53,7 +62,7 @@ class Edge:
 
 
 # (from, to) -> the edge. Anything not listed is refused.
-TRANSITIONS: dict[tuple[str, str], Edge] = {
+TRANSITIONS: dict[tuple[ArchiveStatus, ArchiveStatus], Edge] = {
     ("available", "pending"): Edge(
         "we claim the archive before asking the store for a retrieval (RestoreObject / "
         "archive-retrieval job): only the caller whose claim succeeds asks, so no retrieval "
@@ -121,7 +130,7 @@ def edge(current: str, new: str, who: str) -> Edge:
     return found
 
 
-def allowed(current: str, new: str, who: str) -> bool:
+def allowed(current: ArchiveStatus, new: ArchiveStatus, who: str) -> bool:
     found = TRANSITIONS.get((current, new))
     return found is not None and who in found.who
 
@@ -131,12 +140,12 @@ def guard(current: str, new: str, who: str) -> str | None:
     return edge(current, new, who).who[who]
 
 
-def sources_for(new: str, who: str) -> list[str]:
+def sources_for(new: ArchiveStatus, who: str) -> list[ArchiveStatus]:
     """Statuses from which ``who`` may move an archive to ``new`` (guarded SQL updates)."""
     return [a for (a, b), e in TRANSITIONS.items() if b == new and a != new and who in e.who]
 
 
-def lowest(statuses: Iterable[str]) -> str | None:
+def lowest(statuses: Iterable[ArchiveStatus]) -> ArchiveStatus | None:
     """A backup's status: the lowest of its archives' statuses (None if it has none)."""
     ranked = [ORDER.index(s) for s in statuses]
     return ORDER[min(ranked)] if ranked else None

@@ -14,10 +14,15 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from glacierd.catalog.status import StoreStatus
 from glacierd.errors import GlacierdError
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
+
+if TYPE_CHECKING:
+    from glacierd.stores.notifications import StoreEvent
 
 
 class StoreError(GlacierdError):
@@ -57,11 +62,27 @@ class PutResult:
 
 @dataclass(frozen=True)
 class RetrievalState:
-    status: str  # "available" | "pending" | "ready" (see glacierd.catalog.status)
+    status: StoreStatus  # the transitions it may cause: glacierd.catalog.status
     expected_at: datetime | None = None  # pending: when it should become ready
     ready_until: datetime | None = None  # ready: when the readable copy expires
     job_id: str | None = None  # vault: the archive-retrieval job
     reason: str | None = None  # why it fell back to available (job failed, copy expired)
+
+
+@dataclass(frozen=True)
+class StoreNews:
+    """What a notification says about one archive, for the catalog's compare-and-set.
+
+    ``key`` is the archive's catalog key (``store_key``). When ``state.job_id`` is set the
+    news is about that retrieval job: rows recording the job are found by it (the key then
+    finds only a row whose job was never recorded), and a row recording another job ignores
+    the news. ``only_from`` limits the news to rows in these statuses (the expiry of a
+    restored copy ends only a ready one, never a newer retrieval).
+    """
+
+    key: str
+    state: RetrievalState
+    only_from: tuple[StoreStatus, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
         """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
+
+    def interpret(self, event: StoreEvent) -> list[StoreNews]:
+        """What a notification says about this store's archives: nothing, unless the store
+        is the kind that sent it (and, for a bucket, it is this bucket and prefix)."""
+        return []
 
     def stored_key(self, planned: str) -> str | None:
         """The key under which an upload to ``planned`` is stored if it completed, for

@@ -73,8 +73,7 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(
                 f"local vault directory {self.root} cannot be created ({exc.strerror})",
-                "create it and make it writable by the glacierd user, or change "
-                "store.local.path",
+                "create it and make it writable by the glacierd user, or change store.local.path",
             ) from None
         if not await asyncio.to_thread(os.access, self.root, os.W_OK):
             raise StoreError(

@@ -31,9 +31,18 @@ from botocore.exceptions import (
 from glacierd.config import TIERS, S3StoreConfig
 from glacierd.pipeline.hashing import Digest
 from glacierd.stores.aws import error_code, open_client
-from glacierd.stores.base import ArchiveRef, ListedObject, RetrievalState, Store, StoreError
+from glacierd.stores.base import (
+    ArchiveRef,
+    ListedObject,
+    RetrievalState,
+    Store,
+    StoreError,
+    StoreNews,
+)
+from glacierd.stores.notifications import StoreEvent
 from glacierd.stores.s3.download import download
 from glacierd.stores.s3.errors import NO_BUCKET_CODES, NOT_FOUND_CODES, S3Errors
+from glacierd.stores.s3.events import S3RestoreEvent, restore_news
 from glacierd.stores.s3.parts import DEFAULT_PART_SIZE, plan_parts
 from glacierd.stores.s3.restores import (
     ARCHIVAL_CLASSES,
@@ -67,10 +76,6 @@ class S3Store(Store):
 
     # ---------------------------------------------------------------- keys and client
 
-    @property
-    def bucket(self) -> str:
-        return self.cfg.bucket
-
     def s3_key(self, key: str) -> str:
         """The object key in the bucket for a catalog key."""
         return self.cfg.prefix + key
@@ -80,6 +85,13 @@ class S3Store(Store):
         if not s3_key.startswith(self.cfg.prefix):
             return None
         return s3_key[len(self.cfg.prefix) :]
+
+    def interpret(self, event: StoreEvent) -> list[StoreNews]:
+        """A restore event about an object of this bucket under this prefix."""
+        if not isinstance(event, S3RestoreEvent) or event.bucket != self.cfg.bucket:
+            return []
+        key = self.catalog_key(event.key)
+        return [restore_news(event, key)] if key is not None else []
 
     @property
     def default_tier(self) -> str:

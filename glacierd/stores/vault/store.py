@@ -29,9 +29,12 @@ from glacierd.stores.base import (
     RetrievalState,
     Store,
     StoreError,
+    StoreNews,
     VerificationError,
 )
+from glacierd.stores.notifications import StoreEvent
 from glacierd.stores.vault.errors import GoneError, VaultErrors
+from glacierd.stores.vault.events import VaultJobEvent, job_news
 from glacierd.stores.vault.jobs import (
     TIER_DELAY,
     job_parameters,
@@ -66,6 +69,10 @@ class VaultStore(Store):
         self._client_obj: Any = None
 
     # -- client ---------------------------------------------------------------------------
+
+    def interpret(self, event: StoreEvent) -> list[StoreNews]:
+        """A retrieval job's message; its archive is found by the job, else by the ArchiveId."""
+        return [job_news(event)] if isinstance(event, VaultJobEvent) else []
 
     @property
     def default_tier(self) -> str:
