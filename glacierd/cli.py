@@ -18,7 +18,7 @@ from glacierd.catalog import Catalog
 from glacierd.catalog import backups as backups_q
 from glacierd.catalog.locks import BusyError
 from glacierd.catalog.migrations import catalog_state, migrate
-from glacierd.config import Config, ConfigError, load_config
+from glacierd.config import TIERS, Config, ConfigError, load_config
 from glacierd.context import open_context
 from glacierd.logs import configure_logging, log_file_problem
 from glacierd.operations import inventory
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["doctor"].add_argument("--json", action="store_true", help="print the results as JSON")
     restore = parsers["restore"]
     restore.add_argument("backup_id", type=int, help="the backup to restore (glacierd list)")
-    restore.add_argument("--tier", choices=("Expedited", "Standard", "Bulk"))
+    restore.add_argument("--tier", choices=TIERS)
     restore.add_argument("--no-database", action="store_true", help="restore files only")
     restore.add_argument("--no-files", action="store_true", help="restore the database only")
     restore.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")

@@ -32,7 +32,7 @@ from glacierd.notifications.sns import SnsVerifier
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
 from glacierd.operations.restore import RestoreDriver
-from glacierd.operations.retrieval import POLL_SECONDS, Poller
+from glacierd.operations.retrieval import MIN_POLL_SECONDS, Poller
 from glacierd.scheduler import start_scheduler
 
 log = structlog.get_logger("glacierd.service")
@@ -79,7 +79,7 @@ def refuse_work_while_stopping(ctx: Context) -> Handler:
 
 def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
     """Polling runs at the fastest tier's pace; the poller skips archives not yet due."""
-    interval = ctx.config.schedule.poll_interval_seconds or min(POLL_SECONDS.values())
+    interval = ctx.config.schedule.poll_interval_seconds or MIN_POLL_SECONDS
     return {
         "func": poller.poll_once,
         "trigger": "interval",

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, get_type_hints
 
 import pytest
@@ -23,7 +24,13 @@ from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
 from glacierd.notifications.events import S3RestoreEvent, VaultJobEvent, parse_events
 from glacierd.operations.backup import run_backup
-from glacierd.stores.base import RetrievalState, StoreNews
+from glacierd.operations.retrieval import Poller
+from glacierd.stores.base import (
+    READABLE_AT_ONCE,
+    ExpectedRetrieval,
+    RetrievalState,
+    StoreNews,
+)
 from glacierd.stores.local import LocalStore
 from glacierd.stores.s3 import S3Store
 from glacierd.stores.vault import VaultStore
@@ -103,6 +110,53 @@ def test_store_statuses_are_the_transition_tables_words() -> None:
     assert status.ORDER[: len(status.STORE_STATUSES)] == status.STORE_STATUSES
     for reported in status.STORE_STATUSES:
         assert status.sources_for(reported, status.NEWS), reported
+
+
+# ------------------------------------------------------------------ expected retrieval
+
+
+def test_each_store_has_one_table_of_retrieval_times(tmp_path: Path) -> None:
+    hour = 3600.0
+    assert S3.expected_retrieval("GLACIER", "Standard") == ExpectedRetrieval(3 * hour, 5 * hour)
+    assert S3.expected_retrieval("DEEP_ARCHIVE", "Bulk") == ExpectedRetrieval(48 * hour, 48 * hour)
+    assert S3.expected_retrieval("DEEP_ARCHIVE", "Expedited") is None  # no such tier
+    assert S3.expected_retrieval("GLACIER_IR", "Bulk") == READABLE_AT_ONCE
+    assert S3.expected_retrieval(None, "Expedited") == ExpectedRetrieval(60, 300)  # GLACIER
+    assert VAULT.expected_retrieval("GLACIER_VAULT", "Bulk") == ExpectedRetrieval(
+        5 * hour, 12 * hour
+    )
+    slow = LocalStore("local", tmp_path, retrieval_delay_seconds=90)
+    assert slow.expected_retrieval("LOCAL_ARCHIVE", "Expedited") == ExpectedRetrieval(90, 90)
+
+    # The dry run's estimates are the longest waits of the tiers offered.
+    assert S3.retrieval_estimates("DEEP_ARCHIVE") == {"Standard": 12 * hour, "Bulk": 48 * hour}
+    assert S3.retrieval_estimates("STANDARD") == {"Expedited": 0, "Standard": 0, "Bulk": 0}
+    assert VAULT.retrieval_estimates(None) == {
+        "Expedited": 300,
+        "Standard": 5 * hour,
+        "Bulk": 12 * hour,
+    }
+    assert slow.retrieval_estimates(None) == {"Expedited": 90, "Standard": 90, "Bulk": 90}
+
+
+@pytest.mark.parametrize(
+    ("store", "storage_class", "tier", "seconds"),
+    [
+        (S3, "GLACIER", "Expedited", 30),  # a twelfth of a minute: the floor
+        (S3, "GLACIER", "Standard", 900),  # 3 h / 12
+        (S3, "GLACIER", "Bulk", 1500),  # 5 h / 12
+        (S3, "DEEP_ARCHIVE", "Bulk", 1800),  # the ceiling
+        (S3, "DEEP_ARCHIVE", "Expedited", 1800),  # not offered: the default tier's pace
+        (S3, "GLACIER", None, 900),  # no tier recorded: the default (Standard)
+        (VAULT, "GLACIER_VAULT", "Standard", 900),
+    ],
+)
+def test_the_poll_pace_follows_the_stores_expectation(
+    store: Any, storage_class: str, tier: str | None, seconds: float
+) -> None:
+    poller = Poller(SimpleNamespace(store=store))  # type: ignore[arg-type]
+    assert poller.interval({"storage_class": storage_class, "retrieval_tier": tier}) == seconds
+    assert Poller(SimpleNamespace(store=store), 0.5).interval({}) == 0.5  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- dispatch

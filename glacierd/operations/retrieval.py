@@ -30,10 +30,12 @@ from glacierd.stores.base import ArchiveRef, RetrievalState
 
 log = structlog.get_logger("glacierd.retrieval")
 
-# How often to ask the store about a pending retrieval, by tier: about a tenth of the
-# typical wait (Expedited 1–5 min, Standard 3–5 h, Bulk 5–12 h), so an archive is fetched
-# soon after it is ready without paying for thousands of HEAD/DescribeJob calls.
-POLL_SECONDS = {"Expedited": 30.0, "Standard": 900.0, "Bulk": 1800.0}
+# How often to ask the store about a pending retrieval: about a twelfth of the wait the store
+# expects for the archive's class and tier (GLACIER Standard, 3–5 h: every 15 min), within
+# these bounds, so an archive is fetched soon after it is ready without paying for thousands
+# of HEAD/DescribeJob calls.
+MIN_POLL_SECONDS, MAX_POLL_SECONDS = 30.0, 1800.0
+POLLS_PER_TYPICAL_WAIT = 12
 # At most this many store calls per poll tick (the rest wait for the next tick, oldest due
 # first), a few at a time: after a restart every pending archive is due at once, and one
 # tick must neither take minutes nor fire hundreds of calls together.
@@ -234,10 +236,16 @@ class Poller:
         # archive id -> monotonic time of its next check; only archives still polled.
         self.next_check: dict[int, float] = {}
 
-    def interval(self, tier: str | None) -> float:
+    def interval(self, row: dict[str, Any]) -> float:
+        """Seconds until a pending archive is asked about again."""
         if self.override is not None:
             return self.override
-        return POLL_SECONDS.get(tier or "Standard", POLL_SECONDS["Standard"])
+        store = self.ctx.store
+        expected = store.expected_retrieval(
+            row["storage_class"], row["retrieval_tier"] or store.default_tier
+        ) or store.expected_retrieval(row["storage_class"], store.default_tier)
+        typical = expected.typical if expected is not None else MAX_POLL_SECONDS
+        return min(MAX_POLL_SECONDS, max(MIN_POLL_SECONDS, typical / POLLS_PER_TYPICAL_WAIT))
 
     async def poll_once(self) -> int:
         """Check at most POLL_BATCH due archives; returns how many changed status."""
@@ -264,7 +272,7 @@ class Poller:
         )[:POLL_BATCH]
         for row in due:
             # A little early, so a check is never skipped by a tick landing just before it.
-            self.next_check[row["id"]] = clock + 0.9 * self.interval(row["retrieval_tier"])
+            self.next_check[row["id"]] = clock + 0.9 * self.interval(row)
         slots = asyncio.Semaphore(POLL_CONCURRENCY)
 
         async def check(row: dict[str, Any]) -> bool:

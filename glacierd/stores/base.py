@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glacierd.catalog.status import StoreStatus
+from glacierd.config import TIERS
 from glacierd.errors import GlacierdError
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
@@ -67,6 +68,18 @@ class RetrievalState:
     ready_until: datetime | None = None  # ready: when the readable copy expires
     job_id: str | None = None  # vault: the archive-retrieval job
     reason: str | None = None  # why it fell back to available (job failed, copy expired)
+
+
+@dataclass(frozen=True)
+class ExpectedRetrieval:
+    """How long a retrieval takes, in seconds: usually (``typical``) and at most (``maximum``)."""
+
+    typical: float
+    maximum: float
+
+
+#: An archive readable without a retrieval (GLACIER_IR, STANDARD, a local vault without delay).
+READABLE_AT_ONCE = ExpectedRetrieval(0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -187,9 +200,24 @@ class Store(abc.ABC):
         """The tier used when a retrieval request names none."""
         return "Standard"
 
+    def expected_retrieval(self, storage_class: str | None, tier: str) -> ExpectedRetrieval | None:
+        """How long retrieving an archive of ``storage_class`` (None: the store's default
+        class) takes at ``tier``; None if the store offers no such tier for that class. The
+        one table per store: the poller's pace, ``expected_at`` and dry-run estimates."""
+        return READABLE_AT_ONCE
+
     def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
-        """Typical seconds until an archive of this class is readable, per tier (dry runs)."""
-        return {"Expedited": 0.0, "Standard": 0.0, "Bulk": 0.0}
+        """Seconds until an archive of this class is readable at the latest, per offered tier.
+
+        Kept for restore planning (the dry run in operations/restore.py); built on
+        ``expected_retrieval``.
+        """
+        estimates = {}
+        for tier in TIERS:
+            expected = self.expected_retrieval(storage_class, tier)
+            if expected is not None:
+                estimates[tier] = expected.maximum
+        return estimates
 
     async def abort_incomplete(self) -> int:
         """Clean up uploads a crash left half-done; returns how many were removed."""

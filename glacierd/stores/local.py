@@ -29,6 +29,7 @@ from glacierd.pipeline.hashing import Digest
 from glacierd.stores.base import (
     ArchiveNotFoundError,
     ArchiveRef,
+    ExpectedRetrieval,
     ListedObject,
     NotRetrievedError,
     RetrievalState,
@@ -170,9 +171,10 @@ class LocalStore(Store):
             return RetrievalState("ready", ready_until=expires_at)
         return RetrievalState("available", reason="the retrieved copy expired")
 
-    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+    def expected_retrieval(self, storage_class: str | None, tier: str) -> ExpectedRetrieval:
+        """The configured delay, whatever the tier (none without a delay)."""
         delay = self.delay.total_seconds()
-        return {"Expedited": delay, "Standard": delay, "Bulk": delay}
+        return ExpectedRetrieval(delay, delay)
 
     async def delete(self, archive: ArchiveRef) -> None:
         path = self._path(archive.key)

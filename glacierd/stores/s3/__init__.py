@@ -28,7 +28,7 @@ from glacierd.stores.s3.parts import (
 )
 from glacierd.stores.s3.restores import (
     ARCHIVAL_CLASSES,
-    TYPICAL_RETRIEVAL_TIME,
+    RESTORE_TIMES,
     RestoreHeader,
     parse_restore_header,
     retrieval_state,
@@ -51,7 +51,7 @@ __all__ = [
     "MAX_PARTS",
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",
-    "TYPICAL_RETRIEVAL_TIME",
+    "RESTORE_TIMES",
     "GiB",
     "MiB",
     "PartPlan",

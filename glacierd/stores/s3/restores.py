@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from glacierd.config import TIERS
-from glacierd.stores.base import RetrievalState, StoreError
+from glacierd.stores.base import ExpectedRetrieval, RetrievalState, StoreError
 
 #: Classes that need a RestoreObject before GetObject works.
 ARCHIVAL_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
-#: How long a restore typically takes (AWS's published upper bounds), for ``expected_at``.
-#: DEEP_ARCHIVE has no Expedited tier. Polling and SNS events decide when it is really ready;
-#: this only tells the operator when to expect it.
-TYPICAL_RETRIEVAL_TIME: dict[tuple[str, str], timedelta] = {
-    ("GLACIER", "Expedited"): timedelta(minutes=5),  # 1–5 minutes
-    ("GLACIER", "Standard"): timedelta(hours=5),  # 3–5 hours
-    ("GLACIER", "Bulk"): timedelta(hours=12),  # 5–12 hours
-    ("DEEP_ARCHIVE", "Standard"): timedelta(hours=12),  # within 12 hours
-    ("DEEP_ARCHIVE", "Bulk"): timedelta(hours=48),  # within 48 hours
+MINUTE, HOUR = 60.0, 3600.0
+#: How long a restore takes, from AWS's published ranges (DEEP_ARCHIVE: "within", so the
+#: bound is also the typical time; it has no Expedited tier). Polling and SNS events decide
+#: when a copy is really ready; ``expected_at`` (the upper bound) tells the operator when to
+#: expect it.
+RESTORE_TIMES: dict[tuple[str, str], ExpectedRetrieval] = {
+    ("GLACIER", "Expedited"): ExpectedRetrieval(1 * MINUTE, 5 * MINUTE),
+    ("GLACIER", "Standard"): ExpectedRetrieval(3 * HOUR, 5 * HOUR),
+    ("GLACIER", "Bulk"): ExpectedRetrieval(5 * HOUR, 12 * HOUR),
+    ("DEEP_ARCHIVE", "Standard"): ExpectedRetrieval(12 * HOUR, 12 * HOUR),
+    ("DEEP_ARCHIVE", "Bulk"): ExpectedRetrieval(48 * HOUR, 48 * HOUR),
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,11 +28,13 @@ from botocore.exceptions import (
     ClientError,
 )
 
-from glacierd.config import TIERS, S3StoreConfig
+from glacierd.config import S3StoreConfig
 from glacierd.pipeline.hashing import Digest
 from glacierd.stores.aws import error_code, open_client
 from glacierd.stores.base import (
+    READABLE_AT_ONCE,
     ArchiveRef,
+    ExpectedRetrieval,
     ListedObject,
     RetrievalState,
     Store,
@@ -46,7 +48,7 @@ from glacierd.stores.s3.events import S3RestoreEvent, restore_news
 from glacierd.stores.s3.parts import DEFAULT_PART_SIZE, plan_parts
 from glacierd.stores.s3.restores import (
     ARCHIVAL_CLASSES,
-    TYPICAL_RETRIEVAL_TIME,
+    RESTORE_TIMES,
     choose_tier,
     retrieval_state,
 )
@@ -97,15 +99,11 @@ class S3Store(Store):
     def default_tier(self) -> str:
         return self.cfg.default_tier
 
-    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
+    def expected_retrieval(self, storage_class: str | None, tier: str) -> ExpectedRetrieval | None:
         cls = storage_class or self.cfg.storage_class
         if cls not in ARCHIVAL_CLASSES:
-            return super().retrieval_estimates(cls)  # readable at once
-        return {
-            tier: TYPICAL_RETRIEVAL_TIME[(cls, tier)].total_seconds()
-            for tier in TIERS
-            if (cls, tier) in TYPICAL_RETRIEVAL_TIME
-        }
+            return READABLE_AT_ONCE
+        return RESTORE_TIMES.get((cls, tier))
 
     async def open(self) -> None:
         if self._client is not None:
@@ -250,7 +248,9 @@ class S3Store(Store):
             return RetrievalState("ready")  # GLACIER_IR, STANDARD…: a plain GET works
         current = retrieval_state(storage_class, head.get("Restore"))
         chosen = choose_tier(storage_class, archive.key, tier, self.cfg.default_tier)
-        expected = datetime.now(UTC) + TYPICAL_RETRIEVAL_TIME[(storage_class, chosen)]
+        expected = datetime.now(UTC) + timedelta(
+            seconds=RESTORE_TIMES[(storage_class, chosen)].maximum
+        )
         if current.status == "pending":
             return RetrievalState("pending", expected_at=expected)
         client = self._require_client()

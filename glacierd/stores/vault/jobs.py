@@ -11,15 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from glacierd.stores.base import ArchiveRef, RetrievalState
+from glacierd.stores.base import ArchiveRef, ExpectedRetrieval, RetrievalState
 
 #: Glacier keeps a completed job, and so its output, for at least 24 hours.
 JOB_OUTPUT_LIFETIME = timedelta(hours=24)
-#: Typical completion times (AWS: Expedited 1–5 min, Standard 3–5 h, Bulk 5–12 h).
-TIER_DELAY = {
-    "Expedited": timedelta(minutes=5),
-    "Standard": timedelta(hours=5),
-    "Bulk": timedelta(hours=12),
+MINUTE, HOUR = 60.0, 3600.0
+#: How long a retrieval job takes (AWS: Expedited 1–5 min, Standard 3–5 h, Bulk 5–12 h).
+JOB_TIMES: dict[str, ExpectedRetrieval] = {
+    "Expedited": ExpectedRetrieval(1 * MINUTE, 5 * MINUTE),
+    "Standard": ExpectedRetrieval(3 * HOUR, 5 * HOUR),
+    "Bulk": ExpectedRetrieval(5 * HOUR, 12 * HOUR),
 }
 
 
@@ -35,7 +36,8 @@ def parse_date(value: str | None) -> datetime | None:
 
 
 def tier_delay(tier: str | None) -> timedelta:
-    return TIER_DELAY.get(tier or "", TIER_DELAY["Standard"])
+    """When a job of ``tier`` (unknown: Standard) is done at the latest, after it started."""
+    return timedelta(seconds=JOB_TIMES.get(tier or "", JOB_TIMES["Standard"]).maximum)
 
 
 def job_parameters(archive_id: str, tier: str, sns_topic: str | None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from glacierd.pipeline.treehash import TreeHash
 from glacierd.stores.aws import open_client
 from glacierd.stores.base import (
     ArchiveRef,
+    ExpectedRetrieval,
     ListedObject,
     NotRetrievedError,
     RetrievalState,
@@ -36,7 +37,7 @@ from glacierd.stores.notifications import StoreEvent
 from glacierd.stores.vault.errors import GoneError, VaultErrors
 from glacierd.stores.vault.events import VaultJobEvent, job_news
 from glacierd.stores.vault.jobs import (
-    TIER_DELAY,
+    JOB_TIMES,
     job_parameters,
     state_from_job,
     tier_delay,
@@ -78,8 +79,8 @@ class VaultStore(Store):
     def default_tier(self) -> str:
         return self.cfg.default_tier
 
-    def retrieval_estimates(self, storage_class: str | None) -> dict[str, float]:
-        return {tier: delay.total_seconds() for tier, delay in TIER_DELAY.items()}
+    def expected_retrieval(self, storage_class: str | None, tier: str) -> ExpectedRetrieval | None:
+        return JOB_TIMES.get(tier)
 
     async def open(self) -> None:
         if self._client_obj is not None:
