@@ -206,7 +206,7 @@ async def cmd_check_config(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
-    from glacierd.operations.doctor import as_json, render, run_checks
+    from glacierd.doctor import as_json, render, run_checks
 
     results = await run_checks(cfg)
     print(json.dumps(as_json(results), indent=2) if args.json else render(results))

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from glacierd.catalog.pool import CatalogError
 from glacierd.config import config_from_dict
-from glacierd.operations.doctor import Check, CheckResult, Doctor, run_checks, split_message
+from glacierd.doctor import Check, CheckResult, Doctor, run_checks
+from glacierd.operations.errors import OperationError
+from glacierd.stores.base import StoreError
 from tests.aws_fixtures import AWS_ENV, REGION, aws_client
 from tests.conftest import to_toml
 from tests.daemon import free_port
@@ -387,22 +388,39 @@ async def test_a_hanging_check_times_out_and_the_rest_still_run(
     assert ran == ["fine"]
 
 
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        (
-            "S3 bucket b does not exist; create it or correct store.s3.bucket.",
-            ("S3 bucket b does not exist", "create it or correct store.s3.bucket"),
-        ),
-        (
-            "db is unreachable (Error: a; b); check that it runs.",
-            ("db is unreachable (Error: a; b)", "check that it runs"),
-        ),
-        ("no fix given.", ("no fix given", None)),
-    ],
-)
-def test_split_message(message: str, expected: tuple[str, str | None]) -> None:
-    assert split_message(message) == expected
+async def test_failures_are_rendered_from_the_errors_fields(make_settings: Callable) -> None:
+    # Doctor prints an error's detail and fix as they are: nothing is split apart, so a
+    # "; " inside the detail (a server's message) stays where it is.
+    config = config_from_dict(make_settings())
+
+    def failing(error: Exception) -> Check:
+        async def check(d: Doctor) -> CheckResult:
+            raise error
+
+        return Check(type(error).__name__, check)
+
+    results = await run_checks(
+        config,
+        [
+            failing(
+                StoreError("S3 bucket b does not exist", "create it or correct store.s3.bucket")
+            ),
+            failing(CatalogError("db is unreachable (Error: a; b)", "check that it runs")),
+            failing(OperationError("backup 9 does not exist; GET /backups lists the ids.")),
+        ],
+    )
+    assert [r.line() for r in results] == [
+        "FAIL  StoreError: S3 bucket b does not exist — create it or correct store.s3.bucket",
+        "FAIL  CatalogError: db is unreachable (Error: a; b) — check that it runs",
+        "FAIL  OperationError: backup 9 does not exist; GET /backups lists the ids",
+    ]
+    assert results[1].as_dict() == {
+        "name": "CatalogError",
+        "ok": False,
+        "detail": "db is unreachable (Error: a; b)",
+        "fix": "check that it runs",
+        "skipped": False,
+    }
 
 
 def test_doctor_beside_the_running_daemon(

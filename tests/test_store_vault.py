@@ -371,8 +371,18 @@ async def test_missing_vault_names_vault_region_and_fix(vault_moto: str) -> None
         await vault_store.close()
 
 
-async def test_probe_of_an_existing_vault(store: VaultStore) -> None:
-    await store.probe()
+async def test_probe_of_an_existing_vault_asks_and_writes_nothing(
+    store: VaultStore, vault_moto: str
+) -> None:
+    # A probe archive could not be read back for hours, and would cost a 90-day minimum:
+    # the vault is only asked to describe itself.
+    said = await store.probe()
+    assert said == (
+        f"Glacier vault {store.cfg.vault} (us-east-1) at {vault_moto} answers DescribeVault "
+        "(a write-and-read probe would take hours in a vault)"
+    )
+    assert CALLS == [] and _backend_vault(store.cfg.vault).archives == {}
+    assert not _uploads(_backend_vault(store.cfg.vault))
 
 
 async def test_no_longer_supported_becomes_a_clear_error(store: VaultStore) -> None:

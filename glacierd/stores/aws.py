@@ -104,9 +104,9 @@ async def open_client(
     return stack, client
 
 
-async def credential_source(profile: str | None, setting: str) -> str:
-    """Where the SDK finds credentials for ``profile`` ("env", "shared-credentials-file", …),
-    for ``glacierd doctor``; a StoreError if it finds none."""
+async def check_credentials(profile: str | None, setting: str, store: str) -> str:
+    """Where the SDK finds credentials for ``profile`` (``glacierd doctor``): 'AWS
+    credentials from env for <store>'; a StoreError if it finds none."""
     try:
         session = await asyncio.to_thread(aioboto3.Session, profile_name=profile)
         credentials = await session.get_credentials()
@@ -126,7 +126,7 @@ async def credential_source(profile: str | None, setting: str) -> str:
         )
     source = getattr(credentials, "method", None) or "the SDK's default chain"
     named = f" (profile {profile})" if profile else ""
-    return f"{source}{named}"
+    return f"AWS credentials from {source}{named} for {store}"
 
 
 # ----------------------------------------------------------------------------- aborts

@@ -10,7 +10,7 @@ chunks to disk, and the SHA-256 is computed on the way in both directions.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -223,15 +223,45 @@ class Store(abc.ABC):
         """Clean up uploads a crash left half-done; returns how many were removed."""
         return 0
 
-    async def probe(self) -> None:
-        """Write, read back and delete a small object (``glacierd doctor``)."""
-        data = b"glacierd probe\n"
+    # -- what ``glacierd doctor`` asks: each answer is the sentence it prints; a StoreError
+    # -- (detail and fix) says what is wrong.
 
-        async def one() -> AsyncIterator[bytes]:
-            yield data
+    def describe(self) -> str:
+        """The store in a few words, for messages (``S3 bucket b (prefix p/)``)."""
+        return f"{self.type} store {self.name!r}"
 
-        result = await self.put(".glacierd-probe", one(), kind="probe", size_hint=len(data))
-        await self.delete(ArchiveRef(result.key, result.size, result.sha256))
+    async def check_access(self) -> str:
+        """After ``open()``: whether the store can be used with what it was given (credentials,
+        a writable directory)."""
+        return f"{self.describe()} is open"
+
+    async def probe(self) -> str:
+        """Write a small object and delete it again."""
+        await self.delete(await self.put_probe())
+        return f"{self.describe()} accepted a probe object and deleted it"
+
+    async def put_probe(self) -> ArchiveRef:
+        """Store the probe object (``PROBE_DATA`` under ``PROBE_KEY``)."""
+        size = len(PROBE_DATA)
+        result = await self.put(PROBE_KEY, one_chunk(PROBE_DATA), kind="probe", size_hint=size)
+        return ArchiveRef(result.key, result.size, result.sha256)
+
+    def notification_check(self, topics: Sequence[str] | None, polling: str) -> str:
+        """How this store's finished retrievals reach glacierd. With the SNS endpoint off
+        (``topics`` None): how they are found instead; with it on, accepting ``topics``: what
+        this store must send there ("" if nothing). A StoreError if the store's settings
+        cannot work with those topics."""
+        return f"finished retrievals are found by polling {polling}" if topics is None else ""
+
+
+#: The small object ``probe`` writes and deletes (STANDARD in S3: no minimum storage charge).
+PROBE_KEY = ".glacierd-probe"
+PROBE_DATA = b"glacierd probe\n"
+
+
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """A stream of one chunk, for ``put``."""
+    yield data
 
 
 async def write_atomically_verified(

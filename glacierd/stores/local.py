@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +35,7 @@ from glacierd.stores.base import (
     RetrievalState,
     Store,
     StoreError,
+    one_chunk,
 )
 
 _RETRIEVALS = ".retrievals"
@@ -47,10 +48,6 @@ _MAX_SEGMENT = 255 - 1 - len(PARTIAL_SUFFIX)
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class LocalStore(Store):
@@ -67,6 +64,20 @@ class LocalStore(Store):
     @property
     def archival(self) -> bool:
         return self.delay > timedelta(0)
+
+    def describe(self) -> str:
+        return f"local vault {self.root}"
+
+    async def check_access(self) -> str:
+        # open() found the directory writable (or created it).
+        return f"{self.describe()} is writable; no credentials needed"
+
+    def notification_check(self, topics: Sequence[str] | None, polling: str) -> str:
+        return (
+            "the local store needs none"
+            if topics is None
+            else "the local store sends no notifications"
+        )
 
     async def open(self) -> None:
         try:
@@ -107,7 +118,7 @@ class LocalStore(Store):
         path = self._path(key)
         if path.parent.name == _LONG:
             # The key first, so that listing never meets an object it cannot name.
-            await write_atomically(path.with_name(path.name + ".key"), _one(key.encode()))
+            await write_atomically(path.with_name(path.name + ".key"), one_chunk(key.encode()))
         await write_atomically(path, chunks)
         return key, "LOCAL_ARCHIVE" if self.archival else "LOCAL"
 
@@ -153,7 +164,7 @@ class LocalStore(Store):
             "tier": tier or "Standard",
         }
         # Atomic: a crash or a full disk leaves the old marker or none, never half of one.
-        await write_atomically(self._marker(archive.key), _one(json.dumps(marker).encode()))
+        await write_atomically(self._marker(archive.key), one_chunk(json.dumps(marker).encode()))
         return await self.retrieval_status(archive)
 
     async def retrieval_status(self, archive: ArchiveRef) -> RetrievalState:

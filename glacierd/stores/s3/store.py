@@ -16,7 +16,7 @@ One aiobotocore client per store is created in ``open()`` and reused.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,8 +30,9 @@ from botocore.exceptions import (
 
 from glacierd.config import S3StoreConfig
 from glacierd.pipeline.hashing import Digest
-from glacierd.stores.aws import error_code, open_client
+from glacierd.stores.aws import check_credentials, error_code, open_client
 from glacierd.stores.base import (
+    PROBE_DATA,
     READABLE_AT_ONCE,
     ArchiveRef,
     ExpectedRetrieval,
@@ -177,34 +178,10 @@ class S3Store(Store):
         return key, storage_class
 
     async def abort_incomplete(self) -> int:
-        """Abort multipart uploads under the prefix, except the ones this store is running.
-
-        Another process uploading under the same prefix at this moment would lose its upload:
-        one daemon per bucket prefix.
-        """
-        client = self._require_client()
-        aborted = 0
         try:
-            paginator = client.get_paginator("list_multipart_uploads")
-            async for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=self.cfg.prefix):
-                for upload in page.get("Uploads", []):
-                    if upload["UploadId"] in self.uploader.active:
-                        continue
-                    try:
-                        await client.abort_multipart_upload(
-                            Bucket=self.cfg.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                    except ClientError as exc:
-                        if error_code(exc) == "NoSuchUpload":  # finished or aborted meanwhile
-                            continue
-                        raise
-                    aborted += 1
-                    log.info(
-                        "s3.upload_aborted", key=upload["Key"], initiated=upload.get("Initiated")
-                    )
+            return await self.uploader.abort_incomplete(self._require_client(), self.cfg.prefix)
         except (ClientError, BotoCoreError) as exc:
             raise self.errors.translate(exc, "the abort of unfinished multipart uploads") from exc
-        return aborted
 
     # ------------------------------------------------------------------------ download
 
@@ -327,21 +304,24 @@ class S3Store(Store):
         except (ClientError, BotoCoreError) as exc:
             raise self.errors.translate(exc, "the listing of archives") from exc
 
-    async def probe(self) -> None:
+    # ------------------------------------------------------------------ glacierd doctor
+
+    def describe(self) -> str:
+        where = f" at {self.cfg.endpoint_url}" if self.cfg.endpoint_url else ""
+        return f"S3 bucket {self.cfg.bucket} (prefix {self.cfg.prefix or '(none)'}){where}"
+
+    async def check_access(self) -> str:
+        return await check_credentials(self.cfg.profile, "store.s3.profile", self.describe())
+
+    async def probe(self) -> str:
         """Check the bucket, write a small STANDARD object, read it back, delete it."""
         await self._check_bucket()
-        data = b"glacierd probe\n"
-
-        async def one() -> AsyncIterator[bytes]:
-            yield data
-
-        result = await self.put(".glacierd-probe", one(), kind="probe", size_hint=len(data))
-        ref = ArchiveRef(result.key, result.size, result.sha256, "STANDARD")
+        ref = await self.put_probe()
         try:
             back = bytearray()
             async for chunk in self._download(ref):
                 back += chunk
-            if bytes(back) != data:
+            if bytes(back) != PROBE_DATA:
                 raise StoreError(
                     f"S3 bucket {self.cfg.bucket} returned different bytes than were written "
                     "to the probe object",
@@ -350,3 +330,12 @@ class S3Store(Store):
         finally:
             with contextlib.suppress(StoreError):
                 await self.delete(ref)
+        return f"{self.describe()} accepted a probe object, returned it intact and deleted it"
+
+    def notification_check(self, topics: Sequence[str] | None, polling: str) -> str:
+        if topics is None:
+            return f"finished S3 restores are found by polling {polling}"
+        return (
+            "the bucket's event notifications must send s3:ObjectRestore:Completed to one of "
+            "these topics (deploy/AWS-SETUP.md)"
+        )

@@ -209,6 +209,31 @@ class S3Uploader:
             "ChecksumSHA256": resp.get("ChecksumSHA256") or checksum,
         }
 
+    async def abort_incomplete(self, client: Any, prefix: str) -> int:
+        """Abort multipart uploads under ``prefix``, except the ones running here; returns
+        how many were aborted.
+
+        Another process uploading under the same prefix at this moment would lose its upload:
+        one daemon per bucket prefix.
+        """
+        aborted = 0
+        paginator = client.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                if upload["UploadId"] in self.active:
+                    continue
+                try:
+                    await client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                except ClientError as exc:
+                    if error_code(exc) == "NoSuchUpload":  # finished or aborted meanwhile
+                        continue
+                    raise
+                aborted += 1
+                log.info("s3.upload_aborted", key=upload["Key"], initiated=upload.get("Initiated"))
+        return aborted
+
     async def abort_quietly(self, client: Any, s3_key: str, upload_id: str) -> None:
         try:
             await client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)

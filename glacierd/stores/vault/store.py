@@ -8,7 +8,7 @@ the list of archives.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from glacierd.config import VaultStoreConfig
 from glacierd.pipeline.hashing import Digest
 from glacierd.pipeline.treehash import TreeHash
-from glacierd.stores.aws import open_client
+from glacierd.stores.aws import check_credentials, open_client
 from glacierd.stores.base import (
     ArchiveRef,
     ExpectedRetrieval,
@@ -43,7 +43,6 @@ from glacierd.stores.vault.jobs import (
     tier_delay,
 )
 from glacierd.stores.vault.upload import (
-    DESCRIPTION_PREFIX,
     PAYLOAD_OPERATIONS,
     STORAGE_CLASS,
     VaultUploader,
@@ -152,32 +151,7 @@ class VaultStore(Store):
         return self.uploader.completed.pop(planned, None)
 
     async def abort_incomplete(self) -> int:
-        """Abort the multipart uploads glacierd left in the vault (recognised by description).
-
-        Uploads started by other tools sharing the vault are left alone.
-        """
-        upload_ids: list[str] = []
-        marker: str | None = None
-        while True:
-            page = await self._call(
-                "list_multipart_uploads", **({"marker": marker} if marker else {})
-            )
-            for upload in page.get("UploadsList") or []:
-                if str(upload.get("ArchiveDescription") or "").startswith(DESCRIPTION_PREFIX):
-                    upload_ids.append(str(upload["MultipartUploadId"]))
-            marker = page.get("Marker")
-            if not marker:
-                break
-        aborted = 0
-        for upload_id in upload_ids:
-            try:
-                await self._call("abort_multipart_upload", uploadId=upload_id)
-            except GoneError:
-                continue
-            aborted += 1
-        if aborted:
-            log.info("vault.aborted_incomplete", vault=self.cfg.vault, count=aborted)
-        return aborted
+        return await self.uploader.abort_incomplete(self._call)
 
     # -- retrieval ------------------------------------------------------------------------
 
@@ -287,9 +261,41 @@ class VaultStore(Store):
         )
         yield  # an async generator, like the other stores' list()
 
-    async def probe(self) -> None:
-        """Check that the vault exists and answers (DescribeVault).
+    # -- glacierd doctor -----------------------------------------------------------------
 
-        Writing and reading back a probe archive is impractical here: a read takes hours.
-        """
+    def describe(self) -> str:
+        where = f" at {self.cfg.endpoint_url}" if self.cfg.endpoint_url else ""
+        return f"Glacier vault {self.cfg.vault} ({self.cfg.region or 'default region'}){where}"
+
+    async def check_access(self) -> str:
+        return await check_credentials(self.cfg.profile, "store.vault.profile", self.describe())
+
+    async def probe(self) -> str:
+        """Check that the vault exists and answers (DescribeVault): writing and reading back
+        a probe archive is impractical here, a read takes hours."""
         await self._call("describe_vault")
+        return (
+            f"{self.describe()} answers DescribeVault (a write-and-read probe would take hours "
+            "in a vault)"
+        )
+
+    def notification_check(self, topics: Sequence[str] | None, polling: str) -> str:
+        topic = self.cfg.sns_topic
+        if topics is None:
+            unheard = (
+                f"; store.vault.sns_topic {topic} is set, but nothing listens" if topic else ""
+            )
+            return f"finished vault jobs are found by polling {polling}{unheard}"
+        if not topic:
+            raise StoreError(
+                "the SNS endpoint is enabled but store.vault.sns_topic is not set, so Glacier "
+                f"announces no finished retrieval jobs (they are found by polling {polling})",
+                "set store.vault.sns_topic to one of sns.topic_arns",
+            )
+        if topic not in topics:
+            raise StoreError(
+                f"store.vault.sns_topic {topic} is not in sns.topic_arns, so the endpoint "
+                "would reject Glacier's job notifications",
+                "add it to sns.topic_arns",
+            )
+        return ""

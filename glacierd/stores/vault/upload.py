@@ -233,6 +233,30 @@ class VaultUploader:
                 await self.aborts.run(self.abort(call, upload_id))
                 raise
 
+    async def abort_incomplete(self, call: Call) -> int:
+        """Abort the multipart uploads glacierd left in the vault (recognised by their
+        description); uploads of other tools sharing the vault are left alone."""
+        upload_ids: list[str] = []
+        marker: str | None = None
+        while True:
+            page = await call("list_multipart_uploads", **({"marker": marker} if marker else {}))
+            for upload in page.get("UploadsList") or []:
+                if str(upload.get("ArchiveDescription") or "").startswith(DESCRIPTION_PREFIX):
+                    upload_ids.append(str(upload["MultipartUploadId"]))
+            marker = page.get("Marker")
+            if not marker:
+                break
+        aborted = 0
+        for upload_id in upload_ids:
+            try:
+                await call("abort_multipart_upload", uploadId=upload_id)
+            except GoneError:
+                continue
+            aborted += 1
+        if aborted:
+            log.info("vault.aborted_incomplete", vault=self.vault, count=aborted)
+        return aborted
+
     async def abort(self, call: Call, upload_id: str) -> None:
         try:
             await call("abort_multipart_upload", uploadId=upload_id)
