@@ -25,6 +25,7 @@ import pytest
 from glacierd.config import S3StoreConfig
 from glacierd.stores.base import ArchiveNotFoundError, ArchiveRef, NotRetrievedError
 from glacierd.stores.s3 import MIN_PART_SIZE, S3Store
+from tests.store_listing import listing
 
 pytestmark = pytest.mark.live_aws
 
@@ -70,7 +71,7 @@ async def live_store() -> AsyncIterator[S3Store]:
     finally:
         try:
             await store.abort_incomplete()
-            async for obj in store.list():
+            for obj in await listing(store):
                 await store.delete(ArchiveRef(obj.key))
         finally:
             await store.close()
@@ -107,7 +108,7 @@ async def test_instant_retrieval_round_trip(live_store: S3Store, tmp_path: Path,
     await live_store.delete(ref)
     with pytest.raises(ArchiveNotFoundError):
         await live_store.retrieval_status(ref)
-    assert [o.key async for o in live_store.list()] == []
+    assert [o.key for o in await listing(live_store)] == []
 
 
 async def test_glacier_object_restore_is_pending(live_store: S3Store, tmp_path: Path) -> None:
@@ -137,4 +138,4 @@ async def test_glacier_object_restore_is_pending(live_store: S3Store, tmp_path: 
 
 async def test_doctor_probe_leaves_nothing(live_store: S3Store) -> None:
     await live_store.probe()
-    assert [o.key async for o in live_store.list()] == []
+    assert [o.key for o in await listing(live_store)] == []

@@ -13,6 +13,7 @@ import pytest
 from glacierd.stores.base import ArchiveRef, StoreError
 from glacierd.stores.local import LocalStore
 from tests.small_fs import fill
+from tests.store_listing import listing
 
 
 async def one(data: bytes) -> AsyncIterator[bytes]:
@@ -75,9 +76,9 @@ async def test_keys_longer_than_a_file_name_round_trip(tmp_path: Path, key: str)
     ref = await put(store, key, data)
     ref = ArchiveRef(ref.key, ref.size, hashlib.sha256(data).hexdigest())
     assert (await store.request_retrieval(ref)).status == "pending"
-    assert [(o.key, o.size) async for o in store.list()] == [(key, 5000)]
+    assert [(o.key, o.size) for o in await listing(store)] == [(key, 5000)]
     await store.delete(ref)
-    assert [o async for o in store.list()] == []
+    assert await listing(store) == []
     assert (await store.retrieval_status(ref)).status == "available"
 
 

@@ -26,6 +26,7 @@ from glacierd.sources import attachments
 from glacierd.stores import keys as keys_module
 from tests.aws_fixtures import REGION
 from tests.small_fs import fill
+from tests.store_listing import listing
 
 # Names as the kernel stores them: bytes. Each one must come back exactly.
 LATIN1 = b"caf\xe9.txt"  # not valid UTF-8 (a Latin-1 é)
@@ -145,7 +146,7 @@ async def drive(ctx: Context, restore_id: int) -> dict[str, Any]:
 
 
 async def stored_keys(ctx: Context) -> list[str]:
-    return [o.key async for o in ctx.store.list()]
+    return [o.key for o in await listing(ctx.store)]
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

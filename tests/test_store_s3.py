@@ -37,6 +37,7 @@ from glacierd.stores.s3 import (
     retrieval_state,
 )
 from tests.aws_fixtures import FaultProxy, s3_client
+from tests.store_listing import listing
 
 PART = MIN_PART_SIZE  # tests use 5 MiB parts to stay fast
 PREFIX = "backups/"
@@ -322,14 +323,14 @@ async def test_list_delete_and_probe(moto_server: str, s3_bucket: str) -> None:
     async with open_store(moto_server, s3_bucket) as store:
         for key, size in [("files/a", 3), ("files/b", 5), ("db/1", 7)]:
             await store.put(key, stream(payload(size)), kind="file", size_hint=size)
-        listed = [(o.key, o.size) async for o in store.list()]
+        listed = [(o.key, o.size) for o in await listing(store)]
         assert listed == [("db/1", 7), ("files/a", 3), ("files/b", 5)]
-        assert [o.key async for o in store.list("files/")] == ["files/a", "files/b"]
+        assert [o.key for o in await listing(store, "files/")] == ["files/a", "files/b"]
         await store.delete(ArchiveRef("files/a"))
         await store.delete(ArchiveRef("files/a"))
-        assert [o.key async for o in store.list("files/")] == ["files/b"]
+        assert [o.key for o in await listing(store, "files/")] == ["files/b"]
         await store.probe()
-        assert [o.key async for o in store.list(".glacierd")] == []
+        assert [o.key for o in await listing(store, ".glacierd")] == []
 
 
 async def test_abort_incomplete(moto_server: str, s3_bucket: str) -> None:
@@ -575,7 +576,7 @@ async def test_persistent_faults_abort_the_upload(
         with pytest.raises(StoreError) as info:
             await store.put("db/dump", stream(payload(2 * PART + 1)), kind="database")
         assert "nothing was stored" in str(info.value) and s3_bucket in str(info.value)
-        assert [o async for o in store.list()] == []
+        assert await listing(store) == []
     assert await open_uploads(moto_server, s3_bucket) == []
     assert fault_proxy.count(lambda m, p, _: m == "DELETE" and "uploadId" in p) == 1
 
@@ -590,7 +591,7 @@ async def test_failing_stream_aborts_the_upload(moto_server: str, s3_bucket: str
         with pytest.raises(StoreError, match=r"data stream failed.*pg_dump exited") as info:
             await store.put("db/dump", broken(), kind="database")
         assert isinstance(info.value.__cause__, RuntimeError)
-        assert [o async for o in store.list()] == []
+        assert await listing(store) == []
     assert await open_uploads(moto_server, s3_bucket) == []
 
 

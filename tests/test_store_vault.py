@@ -346,12 +346,6 @@ async def test_delete_is_idempotent(store: VaultStore) -> None:
     await store.delete(ref)  # already gone: not an error
 
 
-async def test_list_is_not_supported(store: VaultStore) -> None:
-    with pytest.raises(StoreError, match="inventory"):
-        async for _ in store.list():
-            pass
-
-
 async def test_missing_vault_names_vault_region_and_fix(vault_moto: str) -> None:
     vault_store = VaultStore("vault", _cfg(vault_moto, "no-such-vault"))
     await vault_store.open()

@@ -98,12 +98,6 @@ class StoreNews:
     only_from: tuple[StoreStatus, ...] | None = None
 
 
-@dataclass(frozen=True)
-class ListedObject:
-    key: str
-    size: int
-
-
 class Store(abc.ABC):
     """Base class: the public methods stream and hash; subclasses move bytes."""
 
@@ -178,10 +172,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete(self, archive: ArchiveRef) -> None:
         """Delete an archive; deleting one that is already gone is not an error."""
-
-    @abc.abstractmethod
-    def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
-        """The archives under ``prefix`` (vaults: needs an inventory job; may be unsupported)."""
 
     def interpret(self, event: StoreEvent) -> list[StoreNews]:
         """What a notification says about this store's archives: nothing, unless the store

@@ -8,10 +8,10 @@ expires after ``retrieval_days``. Retrieval state lives in small JSON files unde
 Layout. A key is a relative path in the vault (``files/ab/cd``), so the vault stays
 browsable. A key with a segment too long for one file name (NAME_MAX, 255 bytes, less the
 room a temporary name needs) lives under ``.long/<SHA-256 of the key>`` instead, with the
-key itself beside it in ``<digest>.key`` so ``list`` can name it. A retrieval marker is
-``.retrievals/<SHA-256 of the key>.json`` (the key is also inside): one fixed-length name
-per key, so no two keys share one. Every object, marker and key file is written through a
-temporary file and a rename, 0600.
+key itself beside it in ``<digest>.key``, so whoever browses the vault can name it. A
+retrieval marker is ``.retrievals/<SHA-256 of the key>.json`` (the key is also inside): one
+fixed-length name per key, so no two keys share one. Every object, marker and key file is
+written through a temporary file and a rename, 0600.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from glacierd.stores.base import (
     ArchiveNotFoundError,
     ArchiveRef,
     ExpectedRetrieval,
-    ListedObject,
     NotRetrievedError,
     RetrievalState,
     Store,
@@ -38,9 +37,9 @@ from glacierd.stores.base import (
     one_chunk,
 )
 
-_RETRIEVALS = ".retrievals"
-_LONG = ".long"
-_RESERVED = (_RETRIEVALS, _LONG)
+RETRIEVALS_DIR = ".retrievals"
+LONG_DIR = ".long"
+RESERVED_DIRS = (RETRIEVALS_DIR, LONG_DIR)
 # A segment longer than this goes to .long/: it plus the temporary name's ".", and
 # ".glacierd-partial" must fit in NAME_MAX (keys up to this length always lived in place).
 _MAX_SEGMENT = 255 - 1 - len(PARTIAL_SUFFIX)
@@ -97,14 +96,14 @@ class LocalStore(Store):
         pure = PurePosixPath(key)
         if pure.is_absolute() or ".." in pure.parts or not pure.parts:
             raise StoreError(f"store key {key!r} is not a relative path inside the vault.")
-        if pure.parts[0] in _RESERVED:
+        if pure.parts[0] in RESERVED_DIRS:
             raise StoreError(f"store key {key!r} uses a name the local vault reserves.")
         if any(len(os.fsencode(part)) > _MAX_SEGMENT for part in pure.parts):
-            return self.root / _LONG / _digest(key)
+            return self.root / LONG_DIR / _digest(key)
         return self.root.joinpath(*pure.parts)
 
     def _marker(self, key: str) -> Path:
-        return self.root / _RETRIEVALS / f"{_digest(key)}.json"
+        return self.root / RETRIEVALS_DIR / f"{_digest(key)}.json"
 
     async def _upload(
         self,
@@ -116,7 +115,7 @@ class LocalStore(Store):
         digest: Digest,
     ) -> tuple[str, str | None]:
         path = self._path(key)
-        if path.parent.name == _LONG:
+        if path.parent.name == LONG_DIR:
             # The key first, so that listing never meets an object it cannot name.
             await write_atomically(path.with_name(path.name + ".key"), one_chunk(key.encode()))
         await write_atomically(path, chunks)
@@ -190,33 +189,9 @@ class LocalStore(Store):
     async def delete(self, archive: ArchiveRef) -> None:
         path = self._path(archive.key)
         await asyncio.to_thread(path.unlink, missing_ok=True)
-        if path.parent.name == _LONG:
+        if path.parent.name == LONG_DIR:
             await asyncio.to_thread(path.with_name(path.name + ".key").unlink, missing_ok=True)
         await asyncio.to_thread(self._marker(archive.key).unlink, missing_ok=True)
-
-    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
-        def walk() -> list[ListedObject]:
-            found = []
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                top = Path(dirpath) == self.root
-                dirnames[:] = [d for d in dirnames if not (top and d in _RESERVED)]
-                for name in filenames:
-                    if name.endswith(PARTIAL_SUFFIX):
-                        continue
-                    full = Path(dirpath) / name
-                    key = full.relative_to(self.root).as_posix()
-                    if key.startswith(prefix):
-                        found.append(ListedObject(key, full.stat().st_size))
-            long_dir = self.root / _LONG
-            for keyfile in long_dir.glob("*.key") if long_dir.is_dir() else []:
-                obj = keyfile.with_suffix("")
-                key = keyfile.read_text()
-                if obj.is_file() and key.startswith(prefix):
-                    found.append(ListedObject(key, obj.stat().st_size))
-            return sorted(found, key=lambda o: o.key)
-
-        for obj in await asyncio.to_thread(walk):
-            yield obj
 
     async def abort_incomplete(self) -> int:
         def sweep() -> int:

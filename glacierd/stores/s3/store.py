@@ -36,7 +36,6 @@ from glacierd.stores.base import (
     READABLE_AT_ONCE,
     ArchiveRef,
     ExpectedRetrieval,
-    ListedObject,
     RetrievalState,
     Store,
     StoreError,
@@ -290,19 +289,6 @@ class S3Store(Store):
             raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
         except BotoCoreError as exc:
             raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
-
-    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
-        client = self._require_client()
-        strip = len(self.cfg.prefix)
-        try:
-            paginator = client.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(
-                Bucket=self.cfg.bucket, Prefix=self.cfg.prefix + prefix
-            ):
-                for obj in page.get("Contents", []):
-                    yield ListedObject(obj["Key"][strip:], int(obj["Size"]))
-        except (ClientError, BotoCoreError) as exc:
-            raise self.errors.translate(exc, "the listing of archives") from exc
 
     # ------------------------------------------------------------------ glacierd doctor
 

@@ -25,7 +25,6 @@ from glacierd.stores.aws import check_credentials, open_client
 from glacierd.stores.base import (
     ArchiveRef,
     ExpectedRetrieval,
-    ListedObject,
     NotRetrievedError,
     RetrievalState,
     Store,
@@ -248,18 +247,6 @@ class VaultStore(Store):
             return
         with contextlib.suppress(GoneError):
             await self._call("delete_archive", archiveId=archive.key)
-
-    async def list(self, prefix: str = "") -> AsyncIterator[ListedObject]:
-        """Not supported: a vault is listed only by an inventory job, which takes hours.
-
-        Raises StoreError on first iteration (an empty listing would wrongly say "empty").
-        """
-        raise StoreError(
-            f"Glacier vault {self.cfg.vault!r} cannot be listed synchronously: a vault "
-            "inventory is a job that takes hours and glacierd does not run it; the catalog is "
-            "the list of this store's archives."
-        )
-        yield  # an async generator, like the other stores' list()
 
     # -- glacierd doctor -----------------------------------------------------------------
 
