@@ -74,6 +74,36 @@ def profile_not_found(profile: str | None, setting: str) -> StoreError:
 # ---------------------------------------------------------------------------- clients
 
 
+def client_config(
+    *,
+    max_attempts: int,
+    connect_timeout: float,
+    read_timeout: float,
+    pool: int | None = None,
+    compatible_endpoint: bool = False,
+) -> AioConfig:
+    """The client's retries, timeouts and connection pool.
+
+    "standard" retries throttling (503 SlowDown), 5xx and dropped connections with jittered
+    exponential backoff; bodies are bytes, so a retry resends them. ``compatible_endpoint``
+    (an S3-compatible store or a test server at ``endpoint_url``): no virtual-host DNS, and
+    none of the recent SDKs' default CRC checksums, which some reject (R2, B2, some MinIO
+    versions); glacierd's explicit SHA-256 checksums are still sent.
+    """
+    options: dict[str, Any] = {
+        "retries": {"mode": "standard", "max_attempts": max_attempts},
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+    }
+    if pool is not None:
+        options["max_pool_connections"] = pool
+    if compatible_endpoint:
+        options["s3"] = {"addressing_style": "path"}
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    return AioConfig(**options)
+
+
 async def open_client(
     service: str,
     *,

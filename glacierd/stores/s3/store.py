@@ -1,16 +1,11 @@
 """The S3 store: archives are objects in one bucket under one prefix, usually in a Glacier
-class. Uploads (``upload.py``), part sizes (``parts.py``), the Restore header
-(``restore_header.py``) and error sentences (``errors.py``) live beside it.
+class; one aiobotocore client per store, created in ``open()`` and reused.
 
 - **Keys.** The object key is ``prefix + key``; the catalog keeps ``key`` without the prefix,
   so a bucket can be re-prefixed by changing one setting and copying the objects.
 - **Retrieval** is ``RestoreObject`` (``Days`` = ``restore_days``, ``Tier``): 202 started,
   200 already restored (the new ``Days`` resets the expiry), 409 already running, 503 no
   Expedited capacity. Progress is the ``x-amz-restore`` header of ``HeadObject``.
-- **Downloads** stream ``GetObject``; an unrestored archive answers 403 ``InvalidObjectState``.
-  A connection lost mid-download resumes with a ``Range`` request pinned to the ETag.
-
-One aiobotocore client per store is created in ``open()`` and reused.
 """
 
 from __future__ import annotations
@@ -22,15 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from aiobotocore.config import AioConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from glacierd.config import S3StoreConfig
 from glacierd.pipeline.hashing import Digest
-from glacierd.stores.aws import check_credentials, error_code, open_client
+from glacierd.stores.aws import check_credentials, client_config, error_code, open_client
 from glacierd.stores.base import (
     PROBE_DATA,
     READABLE_AT_ONCE,
@@ -109,29 +100,21 @@ class S3Store(Store):
         if self._client is not None:
             return
         cfg = self.cfg
-        options: dict[str, Any] = {
-            # "standard" retries throttling (503 SlowDown), 5xx and dropped connections with
-            # jittered exponential backoff; bodies are bytes, so a retry resends them.
-            "retries": {"mode": "standard", "max_attempts": self._max_attempts},
+        config = client_config(
+            max_attempts=self._max_attempts,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
             # One pooled connection per concurrent part, plus a few for HEAD/GET meanwhile.
-            "max_pool_connections": max(10, cfg.part_concurrency + 4),
-            "connect_timeout": self._connect_timeout,
-            "read_timeout": self._read_timeout,
-        }
-        if cfg.endpoint_url:
-            # S3-compatible stores and test servers: no virtual-host DNS, and recent SDKs'
-            # default CRC checksums are rejected by some (R2, B2, some MinIO versions).
-            # Our explicit SHA-256 checksums are still sent.
-            options["s3"] = {"addressing_style": "path"}
-            options["request_checksum_calculation"] = "when_required"
-            options["response_checksum_validation"] = "when_required"
+            pool=max(10, cfg.part_concurrency + 4),
+            compatible_endpoint=bool(cfg.endpoint_url),
+        )
         try:
             self._stack, self._client = await open_client(
                 "s3",
                 profile=cfg.profile,
                 region=cfg.region,
                 endpoint_url=cfg.endpoint_url,
-                config=AioConfig(**options),
+                config=config,
                 setting="store.s3.profile",
             )
         except BotoCoreError as exc:  # e.g. a credential_process or SSO login that fails

@@ -15,13 +15,12 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from glacierd.config import VaultStoreConfig
 from glacierd.pipeline.hashing import Digest
 from glacierd.pipeline.treehash import TreeHash
-from glacierd.stores.aws import check_credentials, open_client
+from glacierd.stores.aws import check_credentials, client_config, open_client
 from glacierd.stores.base import (
     ArchiveRef,
     ExpectedRetrieval,
@@ -83,9 +82,7 @@ class VaultStore(Store):
     async def open(self) -> None:
         if self._client_obj is not None:
             return
-        config = AioConfig(
-            retries={"mode": "standard", "max_attempts": 5}, connect_timeout=30, read_timeout=120
-        )
+        config = client_config(max_attempts=5, connect_timeout=30, read_timeout=120)
         try:
             stack, client = await open_client(
                 "glacier",
