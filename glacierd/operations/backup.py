@@ -353,7 +353,7 @@ async def _upload_files(
             return
         # Recorded now, not at the end: after a crash, recovery would otherwise delete (and
         # the next backup upload again) everything that finished but was not yet recorded —
-        # and a vault's archive id exists nowhere else.
+        # and a key the store chose itself (res.key) exists nowhere else.
         await recorder.record((archive_id, res.key, res.size, res.sha256, res.storage_class))
         stored.append(archive_id)
         progress.files_done += 1
@@ -408,8 +408,8 @@ async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundL
             )
             removed.append(row["id"])
             continue
-        # An unfinished upload's row holds the key we asked for; a store that names its
-        # archives itself (a vault) says which archive that became, if it completed.
+        # An unfinished upload's row holds the key we asked for; the store says under which
+        # key that upload is stored if it completed (None: nothing of it is there).
         key = (
             row["store_key"]
             if row["state"] != "uploading"
