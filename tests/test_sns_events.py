@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 
-from glacierd.notifications.events import (
-    EventParseError,
-    IgnoredEvent,
-    S3RestoreEvent,
-    VaultJobEvent,
-    parse_events,
-)
+from glacierd.notifications.events import EventParseError, parse_events
 from glacierd.notifications.sns import SnsError
+from glacierd.stores.events import IgnoredEvent
+from glacierd.stores.s3.events import S3RestoreEvent
+from glacierd.stores.vault.events import VaultJobEvent
 
 VAULT_ARN = "arn:aws:glacier:us-east-1:123456789012:vaults/glacierd"
 ARCHIVE_ID = (

@@ -26,13 +26,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from glacierd.notifications.events import IgnoredEvent, S3RestoreEvent, parse_events
+from glacierd.notifications.events import parse_events
 from glacierd.notifications.sns import (
     SnsError,
     SnsVerifier,
     parse_message,
     string_to_sign,
 )
+from glacierd.stores.events import IgnoredEvent
+from glacierd.stores.s3.events import S3RestoreEvent
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:glacierd-retrievals"
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"

@@ -22,7 +22,7 @@ from glacierd.catalog import status
 from glacierd.config import S3StoreConfig, VaultStoreConfig, config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
-from glacierd.notifications.events import S3RestoreEvent, VaultJobEvent, parse_events
+from glacierd.notifications.events import parse_events
 from glacierd.operations.backup import run_backup
 from glacierd.operations.retrieval import Poller
 from glacierd.stores.base import (
@@ -33,7 +33,9 @@ from glacierd.stores.base import (
 )
 from glacierd.stores.local import LocalStore
 from glacierd.stores.s3 import S3Store
+from glacierd.stores.s3.events import S3RestoreEvent
 from glacierd.stores.vault import VaultStore
+from glacierd.stores.vault.events import VaultJobEvent
 
 EXPIRY = datetime(2026, 3, 9, tzinfo=UTC)
 DONE = datetime(2026, 3, 2, 17, 21, 39, tzinfo=UTC)

@@ -24,12 +24,12 @@ from glacierd.catalog import archives as aq
 from glacierd.config import VaultStoreConfig, config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
-from glacierd.notifications.events import VaultJobEvent
 from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.retrieval import Poller, apply_state, request_archive, retrieve_backup
 from glacierd.stores.base import ArchiveRef, RetrievalState
 from glacierd.stores.vault import VaultStore
+from glacierd.stores.vault.events import VaultJobEvent
 
 
 async def settle(ctx: Context) -> None:

@@ -12,6 +12,6 @@ async def check_store_credentials(d: Doctor) -> CheckResult:
 
 
 async def check_store(d: Doctor) -> CheckResult:
-    # Writes a probe object (STANDARD class in S3) and deletes it at once; a vault is asked
-    # for its description instead, since a read back would take hours.
+    # The only thing doctor writes: a probe object, deleted at once (or, where a read back
+    # would take hours, the store only answers; the store decides and says which).
     return CheckResult("store", True, await d.store.probe())

@@ -1,19 +1,16 @@
 """Turn the ``Message`` of a verified SNS Notification into typed retrieval events.
 
-The message formats (Glacier's job documents, S3's ObjectRestore records) are the stores'
-knowledge: ``glacierd.stores.notifications`` parses them. This module decodes the JSON and
-turns a message of no known shape into ``EventParseError`` (a 400 ``SnsError`` that is also
-a ``ValueError``).
+The message formats are the stores' knowledge: ``glacierd.stores.notifications`` parses
+them. This module decodes the JSON and turns a message of no known shape into
+``EventParseError`` (a 400 ``SnsError`` that is also a ``ValueError``).
 """
 
 from __future__ import annotations
 
 from glacierd import jsonsafe
 from glacierd.notifications.sns import SnsError
-from glacierd.stores.events import IgnoredEvent, MalformedEvent
+from glacierd.stores.events import MalformedEvent
 from glacierd.stores.notifications import RetrievalEvent, parse_notification
-from glacierd.stores.s3.events import S3RestoreEvent
-from glacierd.stores.vault.events import VaultJobEvent
 
 
 class EventParseError(SnsError, ValueError):
@@ -24,7 +21,7 @@ class EventParseError(SnsError, ValueError):
 
 
 def parse_events(message: str) -> list[RetrievalEvent]:
-    """Parse a Notification's ``Message`` into events (S3 may batch several records)."""
+    """Parse a Notification's ``Message`` into events (one message may carry several)."""
     try:
         data = jsonsafe.loads(message)
     except ValueError as exc:  # JSONDecodeError, JsonTooDeep
@@ -36,12 +33,3 @@ def parse_events(message: str) -> list[RetrievalEvent]:
     except MalformedEvent as exc:
         raise EventParseError(exc.reason) from None
 
-
-__all__ = [
-    "EventParseError",
-    "IgnoredEvent",
-    "RetrievalEvent",
-    "S3RestoreEvent",
-    "VaultJobEvent",
-    "parse_events",
-]
