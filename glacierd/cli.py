@@ -100,7 +100,8 @@ async def _read_backups(cfg: Config, limit: int) -> list[dict] | None:
         if state.pending:
             raise OperationError(
                 f"the catalog schema {cfg.catalog.schema} needs {', '.join(state.pending)}, "
-                "which this glacierd brings; run 'glacierd migrate' (or start the daemon) first."
+                "which this glacierd brings",
+                "run 'glacierd migrate' (or start the daemon) first",
             )
         rows = await backups_q.list_backups(catalog.pool, catalog, limit)
     finally:

@@ -45,8 +45,8 @@ async def call(config: Config, method: str, path: str, body: Any = None) -> Any:
     except aiohttp.ClientError as exc:
         where = api.socket or api.base_url
         raise OperationError(
-            f"the glacierd daemon is not reachable at {where} ({exc}); start it with "
-            "'systemctl start glacierd' (or 'glacierd serve')."
+            f"the glacierd daemon is not reachable at {where} ({exc})",
+            "start it with 'systemctl start glacierd' (or 'glacierd serve')",
         ) from None
     try:
         data = json.loads(text)
