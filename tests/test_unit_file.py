@@ -9,7 +9,6 @@ its configuration is wrong: that holds only if every configuration error makes `
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
