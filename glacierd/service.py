@@ -7,7 +7,8 @@ anything but reads), then every kind of running work — backups, downloads, res
 polls, and anything they started before the flag was set — gets ``shutdown_timeout_seconds``
 in all to finish; what is left is cancelled (a cancelled backup records itself failed and
 removes its partial upload; a restore resumes at the next start). Then the control API
-closes and glacierd exits 0.
+closes and glacierd exits 0. SIGHUP re-reads the configuration file (reload.py); with
+systemd's WatchdogSec= the event loop pings the watchdog (sdnotify.py).
 """
 
 from __future__ import annotations
