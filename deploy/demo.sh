@@ -2,29 +2,54 @@
 # glacierd demo: one backup on the embedded default store (a local directory acting as a
 # vault), then the retrieval lifecycle, against a sample database and sample attachments.
 #
-#   deploy/demo.sh        # as root on Debian 12, from a checkout; safe to run again
+#   deploy/demo.sh             # as root on Debian 12, from a checkout; safe to run again
+#   deploy/demo.sh --cleanup   # drop the database and role it created, remove its work dir
+#
+# Names (environment variables; lower-case letters, digits and "_"):
+#   GLACIERD_DEMO_DB    the sample database   (default glacierd_demo)
+#   GLACIERD_DEMO_ROLE  the role that owns it (default glacierd_demo)
+#   GLACIERD_DEMO_WORK  its work directory, an absolute path (default deploy/demo-work)
+# The demo never drops or changes a database or role it did not create: it refuses to run
+# when one of these names is taken by something else. What it created is recorded in
+# deploy/demo-work/created (name and OID, so that a database dropped and created again by
+# someone else under the same name is not taken for the demo's).
 #
 # Each step runs only if needed:
 #   1. apt-get install python3 python3-venv postgresql-client curl (and postgresql when no
 #      server is installed), starts PostgreSQL on 127.0.0.1:5432
 #   2. builds .venv from pyproject.toml (pip install -e .)
-#   3. drops and recreates the database glacierd_demo (owned by the role glacierd_demo, whose
-#      fresh random password reaches glacierd through PGPASSWORD) with users, documents and a
-#      sequence, and writes sample attachments under deploy/demo-work/files (ab/cd/<key>)
+#   3. creates the role (its fresh random password reaches glacierd through PGPASSWORD) and
+#      the database, recreating the demo's own database of an earlier run, with users,
+#      documents and a sequence, and writes sample attachments under
+#      deploy/demo-work/files (ab/cd/<key>)
 #   4. writes deploy/demo-work/glacierd.toml: local vault with a 2-second retrieval delay,
 #      control API on a free loopback port with a random bearer token
 #   5. starts `glacierd serve`, triggers a backup with curl, prints what was archived
 #   6. deletes one attachment, requests a retrieval, shows pending -> local, checks the
 #      fetched copy's SHA-256, stops glacierd with SIGTERM
-# Everything it writes is under deploy/demo-work/ (wiped at the start of each run) and in
-# the database glacierd_demo.
+# Everything it writes is under deploy/demo-work/ (wiped at the start of each run, except
+# the record of what it created) and in its database.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-WORK="$REPO/deploy/demo-work"
+WORK="${GLACIERD_DEMO_WORK:-$REPO/deploy/demo-work}"
+CREATED="$WORK/created"
 VENV="$REPO/.venv"
-DB=glacierd_demo
-ROLE=glacierd_demo
+DB="${GLACIERD_DEMO_DB:-glacierd_demo}"
+ROLE="${GLACIERD_DEMO_ROLE:-glacierd_demo}"
+CLEANUP=false
+case "${1:-}" in
+    "") ;;
+    --cleanup) CLEANUP=true ;;
+    -h | --help)
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        printf 'demo: unknown argument %s; see --help.\n' "$1" >&2
+        exit 2
+        ;;
+esac
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -41,7 +66,24 @@ if [ ! -f "$REPO/pyproject.toml" ] || [ ! -d "$REPO/glacierd" ]; then
     die "$REPO is not a glacierd checkout (no pyproject.toml and glacierd/)."
 fi
 case "$WORK" in
-    *'"'* | *\\*) die "the checkout's path $REPO holds a quote or backslash; move it." ;;
+    /*) ;;
+    *) die "GLACIERD_DEMO_WORK must be an absolute path; got '$WORK'." ;;
+esac
+case "$WORK" in
+    *'"'* | *\\*) die "the work directory $WORK holds a quote or backslash; choose another." ;;
+esac
+# Each run empties the work directory: never one that holds anything but an earlier demo.
+if [ "$WORK" != "$REPO/deploy/demo-work" ] && [ -d "$WORK" ] && [ ! -e "$WORK/.glacierd-demo" ] \
+    && [ -n "$(ls -A -- "$WORK")" ]; then
+    die "$WORK is not empty and not a demo work directory; set GLACIERD_DEMO_WORK to a new or empty one."
+fi
+# The names go into SQL unquoted: plain identifiers only.
+for name in "$DB" "$ROLE"; do
+    [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+        || die "'$name' is not a plain lower-case SQL name; set GLACIERD_DEMO_DB / GLACIERD_DEMO_ROLE to names of letters, digits and _."
+done
+case "$DB" in
+    postgres | template0 | template1) die "GLACIERD_DEMO_DB must not be $DB; choose a name of its own." ;;
 esac
 
 # --- 1. system packages and PostgreSQL ----------------------------------------------------
@@ -90,12 +132,77 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL does not answer on 127.0.0.1:5432."
 fi
 
-# A fresh work directory for every run.
-if [ -e "$WORK" ]; then
-    rm -rf -- "$WORK"
+# The administrator: the postgres user over the local socket (peer authentication on a
+# fresh Debian), else the postgres role over TCP.
+if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 \
+    && runuser -u postgres -- psql -X -q -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+    admin_psql() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
+else
+    admin_psql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres "$@"; }
 fi
+
+# --- what the demo created ------------------------------------------------------------------
+# $CREATED holds one line per database or role the demo created: "database NAME OID" or
+# "role NAME OID". The OID tells the demo's object from another one created later under
+# the same name: only an object whose name and OID are both recorded is ever dropped.
+
+# oid_of database|role NAME: its OID, or nothing when it does not exist.
+oid_of() {
+    local table=pg_database column=datname
+    if [ "$1" = role ]; then
+        table=pg_roles column=rolname
+    fi
+    admin_psql -At -c "SELECT oid FROM $table WHERE $column = '$2'"
+}
+# created_by_demo database|role NAME: it exists and is the very one the demo created.
+created_by_demo() {
+    local oid
+    oid="$(oid_of "$1" "$2")"
+    [ -n "$oid" ] && [ -f "$CREATED" ] && grep -qxF "$1 $2 $oid" "$CREATED"
+}
+record_created() {
+    printf '%s %s %s\n' "$1" "$2" "$(oid_of "$1" "$2")" >>"$CREATED"
+}
+forget_created() {
+    if [ -f "$CREATED" ]; then
+        grep -vx "$1 $2 [0-9]*" "$CREATED" >"$CREATED.new" || true
+        mv -- "$CREATED.new" "$CREATED"
+    fi
+}
+
+if $CLEANUP; then
+    # Databases first: a role cannot be dropped while it owns one.
+    if [ -f "$CREATED" ]; then
+        mapfile -t records <"$CREATED"
+        for kind in database role; do
+            for line in "${records[@]}"; do
+                read -r recorded name _ <<<"$line"
+                [ "$recorded" = "$kind" ] || continue
+                if created_by_demo "$kind" "$name"; then
+                    say "dropping the $kind $name (created by the demo)"
+                    if [ "$kind" = database ]; then
+                        admin_psql -c "DROP DATABASE $name WITH (FORCE)"
+                    else
+                        admin_psql -c "DROP ROLE $name" \
+                            || die "the role $name owns objects elsewhere now; it was kept."
+                    fi
+                elif [ -n "$(oid_of "$kind" "$name")" ]; then
+                    note "keeping the $kind $name: it is not the one the demo created"
+                fi
+            done
+        done
+    fi
+    say "removing $WORK"
+    rm -rf -- "$WORK"
+    exit 0
+fi
+
+# A fresh work directory for every run; only the record of what the demo created stays.
+mkdir -p -- "$WORK"
+find "$WORK" -mindepth 1 -maxdepth 1 ! -name created ! -name .glacierd-demo -exec rm -rf -- {} +
 mkdir -p -- "$WORK/files"
 chmod 0700 "$WORK"
+touch "$WORK/.glacierd-demo"
 
 # --- 2. the virtualenv (the same rule as deploy/test.sh: only when missing or outdated) ----
 
@@ -122,29 +229,35 @@ GLACIERD="$VENV/bin/glacierd"
 
 # --- 3. the sample database and attachments -----------------------------------------------
 
-# The administrator: the postgres user over the local socket (peer authentication on a
-# fresh Debian), else the postgres role over TCP.
-if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 \
-    && runuser -u postgres -- psql -X -q -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
-    admin_psql() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
-else
-    admin_psql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres "$@"; }
-fi
-
 secret() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 DB_PASSWORD="$(secret)"
 API_TOKEN="$(secret)"
 
+# Names taken by something else are left alone: the demo stops instead.
+if [ -n "$(oid_of database "$DB")" ] && ! created_by_demo database "$DB"; then
+    die "a database named $DB exists and deploy/demo.sh did not create it (see $CREATED); it is left alone: run the demo with another name, e.g. GLACIERD_DEMO_DB=${DB}_2 $0."
+fi
+if [ -n "$(oid_of role "$ROLE")" ] && ! created_by_demo role "$ROLE"; then
+    die "a role named $ROLE exists and deploy/demo.sh did not create it (see $CREATED); it is left alone: run the demo with another name, e.g. GLACIERD_DEMO_ROLE=${ROLE}_2 $0."
+fi
+
 say "creating the database $DB (role $ROLE) on 127.0.0.1:5432"
+if created_by_demo database "$DB"; then
+    note "dropping the demo's own $DB of an earlier run"
+    admin_psql -c "DROP DATABASE $DB WITH (FORCE)"
+    forget_created database "$DB"
+fi
+if ! created_by_demo role "$ROLE"; then
+    admin_psql -c "CREATE ROLE $ROLE LOGIN"
+    record_created role "$ROLE"
+fi
 # SQL on standard input: the password never appears on a command line.
 admin_psql >/dev/null <<SQL
-SET client_min_messages = warning;
-SELECT 'CREATE ROLE $ROLE LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE')
-\gexec
 ALTER ROLE $ROLE LOGIN PASSWORD '$DB_PASSWORD';
-DROP DATABASE IF EXISTS $DB WITH (FORCE);
-CREATE DATABASE $DB OWNER $ROLE;
 SQL
+admin_psql -c "CREATE DATABASE $DB OWNER $ROLE"
+record_created database "$DB"
+note "recorded in $CREATED (deploy/demo.sh --cleanup drops them)"
 
 say "writing sample attachments to $WORK/files"
 # ActiveStorage's disk layout: files/<k[0:2]>/<k[2:4]>/<key>, a random base36 key per blob.
@@ -459,4 +572,5 @@ note "vault:         $VAULT"
 note "fetched:       $STATE/fetched"
 note "log (JSON):    $LOG"
 note "configuration: $CONFIG"
-note "database:      $DB on 127.0.0.1:5432 (catalog in its schema glacierd)"
+note "database:      $DB on 127.0.0.1:5432 (catalog in its schema glacierd), role $ROLE"
+note "clean up:      $0 --cleanup (drops only what the demo created)"

@@ -1,62 +1,100 @@
 #!/usr/bin/env bash
-# Install or upgrade glacierd on Debian 12, as root. Safe to run again: it only creates what
-# is missing and never overwrites the configuration or the secrets.
+# Install or upgrade glacierd, as root, on a systemd machine (Debian 12 and alike). Safe to
+# run again: it only creates what is missing and never overwrites the configuration, the
+# secrets or an edited logrotate file; running it again is how you upgrade.
 #
-#   sudo deploy/install.sh                 # from a checkout (or an unpacked release)
-#   sudo deploy/install.sh --source DIR    # install from another checkout
+#   sudo deploy/install.sh                   # from a git checkout (or an unpacked release)
+#   sudo deploy/install.sh --source DIR      # from another checkout
+#   deploy/install.sh --destdir DIR          # everything under DIR instead of / (see below)
+#   deploy/install.sh --prefix DIR           # the program elsewhere than /opt/glacierd
 #
 # What it does:
-#   1. apt-get install python3-venv postgresql-client
+#   1. checks for the tools glacierd needs: pg_dump, pg_restore and psql on PATH (any
+#      version, from any package), and python3 >= 3.11 with venv and ensurepip. On a
+#      Debian-like system it apt-get installs postgresql-client / python3-venv for the
+#      ones missing, otherwise it stops and names them.
 #   2. creates the system user and group "glacierd" (home /var/lib/glacierd, no login shell)
-#   3. copies the source to /opt/glacierd (root-owned; an upgrade replaces it, keeping .venv)
-#   4. creates /opt/glacierd/.venv and pip-installs glacierd into it (from PyPI's packages)
+#   3. copies the source to /opt/glacierd (root-owned): only the files git tracks (git
+#      ls-files), never a checkout's .venv, build output, caches or demo-work; an unpacked
+#      release without .git is copied without those. An upgrade replaces the tree and keeps
+#      /opt/glacierd/.venv.
+#   4. creates /opt/glacierd/.venv and pip-installs glacierd into it, building from a
+#      temporary copy: no build/ or *.egg-info is left in /opt/glacierd or in the checkout
 #   5. installs /etc/glacierd/glacierd.toml (root:glacierd 0640) from
 #      deploy/glacierd.example.toml and /etc/glacierd/environment (root:root 0600, with a
 #      fresh random GLACIERD_API_TOKEN) — each only if absent
 #   6. installs the systemd unit to /etc/systemd/system/glacierd.service (replaced on every
-#      run: put local changes in a drop-in, `systemctl edit glacierd`) and reloads systemd;
-#      an already running glacierd is restarted onto the new code. Without systemd as PID 1
-#      (a container, a chroot) the systemctl commands are printed instead of run.
+#      run: put local changes in a drop-in, see deploy/glacierd.service.d/) and reloads
+#      systemd; an already running glacierd is restarted onto the new code. Without systemd
+#      as PID 1 (a container, a chroot) the systemctl commands are printed instead of run.
+#   7. installs /etc/logrotate.d/glacierd (for [logging] file in /var/log/glacierd), if absent
 # It does not enable or start the service: edit the configuration first.
+#
+# --destdir DIR puts every file under DIR (DIR/opt/glacierd, DIR/etc/glacierd, …), as
+# `make install DESTDIR=` does, for tests and image builds: it needs no root, creates no
+# user, installs no package, chowns nothing and leaves systemd alone. The installed unit
+# names the final paths (--prefix); the virtualenv works where it was made, DIR/PREFIX.
+# GLACIERD_PYTHON=/path/to/python3 chooses the interpreter (default /usr/bin/python3).
 set -euo pipefail
-
-readonly PREFIX=/opt/glacierd
-readonly VENV="$PREFIX/.venv"
-readonly CONF_DIR=/etc/glacierd
-readonly CONF_FILE="$CONF_DIR/glacierd.toml"
-readonly ENV_FILE="$CONF_DIR/environment"
-readonly STATE_DIR=/var/lib/glacierd
-readonly UNIT_FILE=/etc/systemd/system/glacierd.service
-readonly SERVICE_USER=glacierd
-# Debian's own Python 3.11, whatever python3 a root shell's PATH finds first.
-readonly PYTHON=/usr/bin/python3
+# Whatever the caller's umask: the program and its virtualenv must be readable by glacierd.
+umask 022
 
 say() { printf 'install.sh: %s\n' "$*"; }
-die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
-
-usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+die() {
+    printf 'install.sh: %s\n' "$*" >&2
+    exit 1
 }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
+PREFIX=/opt/glacierd
+DESTDIR=""
 source_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --source)
-            [ "$#" -ge 2 ] || die "--source needs a directory"
-            source_dir="$(cd "$2" && pwd -P)" || die "--source $2 is not a directory"
+        --source | --prefix | --destdir)
+            if [ "$#" -lt 2 ] || [ -z "$2" ]; then
+                die "$1 needs a directory"
+            fi
+            case "$1" in
+                --source) source_dir="$(cd "$2" 2>/dev/null && pwd -P)" || die "--source $2 is not a directory" ;;
+                --prefix) PREFIX="$2" ;;
+                --destdir) DESTDIR="$2" ;;
+            esac
             shift 2
             ;;
         -h | --help)
             usage
             exit 0
             ;;
-        *)
-            die "unknown argument '$1'; see --help"
-            ;;
+        *) die "unknown argument '$1'; see --help" ;;
     esac
 done
+case "$PREFIX" in
+    /*) PREFIX="${PREFIX%/}" ;;
+    *) die "--prefix must be an absolute path; got '$PREFIX'" ;;
+esac
+if [ -n "$DESTDIR" ]; then
+    mkdir -p -- "$DESTDIR"
+    DESTDIR="$(cd "$DESTDIR" && pwd -P)"
+fi
 
-[ "$(id -u)" -eq 0 ] || die "run me as root (sudo $0)"
+readonly PREFIX DESTDIR
+readonly ROOT="$DESTDIR$PREFIX"          # where the program goes on this machine
+readonly VENV="$ROOT/.venv"
+readonly CONF_DIR="$DESTDIR/etc/glacierd"
+readonly CONF_FILE="$CONF_DIR/glacierd.toml"
+readonly ENV_FILE="$CONF_DIR/environment"
+readonly STATE_DIR=/var/lib/glacierd        # the user's home: a final path
+readonly UNIT_FILE="$DESTDIR/etc/systemd/system/glacierd.service"
+readonly LOGROTATE_FILE="$DESTDIR/etc/logrotate.d/glacierd"
+readonly SERVICE_USER=glacierd
+# Debian's own Python, whatever python3 a root shell's PATH finds first.
+readonly PYTHON="${GLACIERD_PYTHON:-/usr/bin/python3}"
+
+staging_mode() { [ -n "$DESTDIR" ]; }
+if ! staging_mode && [ "$(id -u)" -ne 0 ]; then
+    die "run me as root (sudo $0), or with --destdir DIR to stage the files without installing"
+fi
 if [ ! -f "$source_dir/pyproject.toml" ] || [ ! -d "$source_dir/glacierd" ]; then
     die "$source_dir is not a glacierd checkout (no pyproject.toml and glacierd/); pass --source DIR"
 fi
@@ -64,80 +102,140 @@ fi
 # systemd is PID 1 exactly when this directory exists (sd_booted(3)).
 systemd_running() { [ -d /run/systemd/system ]; }
 
-# --- 1. packages ------------------------------------------------------------------------
-missing_packages=()
-for pkg in python3-venv postgresql-client; do
-    dpkg-query --show --showformat='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed \
-        || missing_packages+=("$pkg")
+# Owner and group for `install`: the service's, except when staging (nobody to chown to).
+owned() { # owned USER GROUP → the install(1) options
+    staging_mode || printf -- '-o\n%s\n-g\n%s\n' "$1" "$2"
+}
+
+# --- 1. tools ---------------------------------------------------------------------------------
+python_ok() {
+    [ -x "$PYTHON" ] \
+        && "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+        && "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null
+}
+missing_tools=()
+for tool in pg_dump pg_restore psql; do
+    command -v "$tool" >/dev/null || missing_tools+=("$tool")
 done
-if [ "${#missing_packages[@]}" -gt 0 ]; then
-    say "installing ${missing_packages[*]}"
+python_ok || missing_tools+=("$PYTHON (3.11 or newer, with venv and ensurepip)")
+if [ "${#missing_tools[@]}" -gt 0 ]; then
+    if staging_mode || ! command -v apt-get >/dev/null; then
+        die "missing: ${missing_tools[*]}; install them (the PostgreSQL client tools of your server's major version or newer, and Python's venv module), then run me again"
+    fi
+    packages=()
+    for tool in pg_dump pg_restore psql; do
+        command -v "$tool" >/dev/null || { packages+=(postgresql-client) && break; }
+    done
+    python_ok || packages+=(python3 python3-venv)
+    say "missing: ${missing_tools[*]}; installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing_packages[@]}"
+    apt-get install -y -q --no-install-recommends "${packages[@]}"
+    for tool in pg_dump pg_restore psql; do
+        command -v "$tool" >/dev/null || die "$tool is still missing after installing ${packages[*]}"
+    done
+    python_ok || die "$PYTHON is still not Python 3.11+ with venv; install one and set GLACIERD_PYTHON"
 fi
-[ -x "$PYTHON" ] || die "$PYTHON is missing; apt-get install python3"
+say "found pg_dump, pg_restore, psql ($(pg_dump --version)) and $("$PYTHON" --version)"
 
-# --- 2. user ----------------------------------------------------------------------------
-if ! getent group "$SERVICE_USER" >/dev/null; then
-    say "creating group $SERVICE_USER"
-    groupadd --system "$SERVICE_USER"
-fi
-if ! getent passwd "$SERVICE_USER" >/dev/null; then
-    say "creating system user $SERVICE_USER"
-    useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
-        --shell /usr/sbin/nologin --comment "glacierd backup daemon" "$SERVICE_USER"
+# --- 2. user ----------------------------------------------------------------------------------
+if staging_mode; then
+    say "--destdir: not creating the user $SERVICE_USER"
+else
+    if ! getent group "$SERVICE_USER" >/dev/null; then
+        say "creating group $SERVICE_USER"
+        groupadd --system "$SERVICE_USER"
+    fi
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        say "creating system user $SERVICE_USER"
+        useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "glacierd backup daemon" "$SERVICE_USER"
+    fi
 fi
 # The home and state directory (systemd's StateDirectory= keeps it so); made here as well
 # so that CLI commands run as glacierd work before the service's first start.
-install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
+mapfile -t state_owner < <(owned "$SERVICE_USER" "$SERVICE_USER")
+install -d -m 0750 "${state_owner[@]}" "$DESTDIR$STATE_DIR"
 
-# --- 3. source --------------------------------------------------------------------------
-if [ "$source_dir" = "$(cd "$PREFIX" 2>/dev/null && pwd -P || true)" ]; then
-    say "installing from $PREFIX itself; not copying"
+# --- 3. source --------------------------------------------------------------------------------
+# Prints the files to install, NUL-separated, relative to the source: what git tracks (as it
+# is in the work tree; files deleted there are left out), or, without git, everything but
+# VCS data, virtualenvs, caches and build output.
+git_in() { git -c safe.directory="$source_dir" -C "$source_dir" "$@"; }
+tracked_files() {
+    local file
+    git_in ls-files -z --cached | while IFS= read -r -d '' file; do
+        if [ -f "$source_dir/$file" ] || [ -L "$source_dir/$file" ]; then
+            printf '%s\0' "$file"
+        fi
+    done
+}
+copy_source() { # copy_source DIR
+    if command -v git >/dev/null && git_in rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        say "copying the files git tracks in $source_dir to $PREFIX"
+        if [ -n "$(git_in status --porcelain --untracked-files=no)" ]; then
+            say "note: the checkout has uncommitted changes; they are installed too"
+        fi
+        tracked_files | tar -C "$source_dir" --null --no-recursion -T - -cf - \
+            | tar -C "$1" --no-same-owner -xf -
+    else
+        say "$source_dir is not a git checkout: copying it without .venv, caches and build output"
+        tar -C "$source_dir" \
+            --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./deploy/demo-work \
+            --exclude='__pycache__' --exclude='*.egg-info' --exclude='.pytest_cache' \
+            --exclude='.ruff_cache' --exclude='.mypy_cache' \
+            -cf - . | tar -C "$1" --no-same-owner -xf -
+    fi
+}
+
+temporaries=()
+cleanup() { [ "${#temporaries[@]}" -eq 0 ] || rm -rf -- "${temporaries[@]}"; }
+trap cleanup EXIT
+
+if [ "$source_dir" = "$(cd "$ROOT" 2>/dev/null && pwd -P || true)" ]; then
+    say "installing from $ROOT itself; not copying"
+    # Build output an older install.sh left behind.
+    rm -rf -- "$ROOT/build" "$ROOT"/*.egg-info
 else
-    say "copying $source_dir to $PREFIX"
-    staging="$(mktemp -d "$PREFIX.new.XXXXXX")"
-    trap 'rm -rf -- "$staging"' EXIT
-    # Everything but VCS data, virtualenvs, caches and build output.
-    tar -C "$source_dir" \
-        --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./deploy/demo-work \
-        --exclude='__pycache__' --exclude='*.egg-info' --exclude='.pytest_cache' \
-        --exclude='.ruff_cache' --exclude='.mypy_cache' \
-        -cf - . | tar -C "$staging" --no-same-owner -xf -
+    mkdir -p -- "$(dirname "$ROOT")"
+    staging="$(mktemp -d "$ROOT.new.XXXXXX")"
+    temporaries+=("$staging")
+    copy_source "$staging"
     chmod 0755 "$staging"
     # Swap the new tree in, keeping the existing virtualenv (its scripts name $VENV).
     if [ -d "$VENV" ]; then
         mv -- "$VENV" "$staging/.venv"
     fi
-    if [ -e "$PREFIX" ]; then
-        rm -rf -- "$PREFIX"
+    if [ -e "$ROOT" ]; then
+        rm -rf -- "$ROOT"
     fi
-    mv -- "$staging" "$PREFIX"
-    trap - EXIT
+    mv -- "$staging" "$ROOT"
 fi
-chown -R root:root "$PREFIX"
+staging_mode || chown -R root:root "$ROOT"
 
-# --- 4. virtualenv ----------------------------------------------------------------------
+# --- 4. virtualenv ----------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
     say "creating $VENV"
     rm -rf -- "$VENV"
     "$PYTHON" -m venv "$VENV"
 fi
 say "installing glacierd into $VENV"
-# A build/ left by an earlier build could slip stale modules into the wheel.
-rm -rf -- "$PREFIX/build"
+# pip builds a source tree in place (build/, glacierd.egg-info): give it a copy to litter.
+build_dir="$(mktemp -d)"
+temporaries+=("$build_dir")
+tar -C "$ROOT" --exclude=./.venv -cf - . | tar -C "$build_dir" -xf -
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
-    --root-user-action=ignore --upgrade "$PREFIX"
+    --root-user-action=ignore --upgrade "$build_dir"
 "$VENV/bin/glacierd" --version
 
-# --- 5. configuration and secrets -----------------------------------------------------------
-install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
+# --- 5. configuration and secrets -------------------------------------------------------------
+mapfile -t conf_owner < <(owned root "$SERVICE_USER")
+install -d -m 0750 "${conf_owner[@]}" "$CONF_DIR"
 if [ -e "$CONF_FILE" ]; then
     say "keeping $CONF_FILE (compare with $PREFIX/deploy/glacierd.example.toml)"
 else
     say "installing $CONF_FILE from the example: edit it before starting the service"
-    install -m 0640 -o root -g "$SERVICE_USER" "$PREFIX/deploy/glacierd.example.toml" "$CONF_FILE"
+    install -m 0640 "${conf_owner[@]}" "$ROOT/deploy/glacierd.example.toml" "$CONF_FILE"
 fi
 if [ -e "$ENV_FILE" ]; then
     say "keeping $ENV_FILE"
@@ -169,12 +267,32 @@ EOF
     )
     unset token
 fi
-chown root:root "$ENV_FILE"
+staging_mode || chown root:root "$ENV_FILE"
 chmod 0600 "$ENV_FILE"
 
-# --- 6. systemd unit --------------------------------------------------------------------
-install -m 0644 -o root -g root "$PREFIX/systemd/glacierd.service" "$UNIT_FILE"
+# --- 6. systemd unit --------------------------------------------------------------------------
+mapfile -t root_owner < <(owned root root)
+install -d -m 0755 "$(dirname "$UNIT_FILE")"
+# The unit names /opt/glacierd; another --prefix is written into the installed copy.
+unit_tmp="$(mktemp)"
+temporaries+=("$unit_tmp")
+sed "s#/opt/glacierd/#$PREFIX/#g" "$ROOT/systemd/glacierd.service" >"$unit_tmp"
+install -m 0644 "${root_owner[@]}" "$unit_tmp" "$UNIT_FILE"
 say "installed $UNIT_FILE"
+
+# --- 7. logrotate -----------------------------------------------------------------------------
+install -d -m 0755 "$(dirname "$LOGROTATE_FILE")"
+if [ -e "$LOGROTATE_FILE" ] && ! cmp -s "$LOGROTATE_FILE" "$ROOT/deploy/logrotate/glacierd"; then
+    say "keeping $LOGROTATE_FILE (compare with $PREFIX/deploy/logrotate/glacierd)"
+else
+    install -m 0644 "${root_owner[@]}" "$ROOT/deploy/logrotate/glacierd" "$LOGROTATE_FILE"
+    say "installed $LOGROTATE_FILE"
+fi
+
+if staging_mode; then
+    say "--destdir: everything is under $DESTDIR; systemd was left alone"
+    exit 0
+fi
 if systemd_running; then
     systemctl daemon-reload
     if systemctl --quiet is-active glacierd.service; then
@@ -190,9 +308,11 @@ cat <<EOF
 
 glacierd is installed. Next:
   1. Edit $CONF_FILE ([database] dsn, [files] root, [store]) and the secrets in $ENV_FILE.
-  2. In the unit, set SupplementaryGroups= (to read the app's files) and ReadWritePaths=
-     (for restores):   systemctl edit glacierd
+  2. Give the unit the application's group (to read its files) and the paths restores
+     write to, in a drop-in:  systemctl edit glacierd
+     (example: $PREFIX/deploy/glacierd.service.d/override.conf.example)
   3. Check:            sudo -u $SERVICE_USER $VENV/bin/glacierd --config $CONF_FILE check-config
   4. Start:            systemctl enable --now glacierd
                        journalctl -u glacierd -f
+  Later, after editing $CONF_FILE:  systemctl reload glacierd
 EOF

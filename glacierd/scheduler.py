@@ -111,6 +111,20 @@ def tracked(ctx: Context, func: Callable[..., Awaitable[Any]]) -> Callable[..., 
     return run
 
 
+def add_backup_job(scheduler: AsyncIOScheduler, ctx: Context) -> None:
+    """The scheduled backup, on ctx.config.schedule's cron (at start, and when a reload
+    enables the schedule)."""
+    scheduler.add_job(
+        tracked(ctx, scheduled_backup),
+        ctx.config.schedule.trigger(),
+        args=[ctx, "schedule"],
+        id="backup",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=3600,
+    )
+
+
 async def start_scheduler(
     ctx: Context, extra_jobs: list[dict[str, Any]] | None = None
 ) -> AsyncIOScheduler:
@@ -118,15 +132,7 @@ async def start_scheduler(
     cfg = ctx.config.schedule
     scheduler = AsyncIOScheduler(timezone=cfg.timezone)
     if cfg.enabled:
-        scheduler.add_job(
-            tracked(ctx, scheduled_backup),
-            cfg.trigger(),
-            args=[ctx, "schedule"],
-            id="backup",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=3600,
-        )
+        add_backup_job(scheduler, ctx)
         if cfg.catch_up:
             due = await missed_run(ctx)
             if due is not None:

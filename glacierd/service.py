@@ -7,7 +7,8 @@ anything but reads), then every kind of running work — backups, downloads, res
 polls, and anything they started before the flag was set — gets ``shutdown_timeout_seconds``
 in all to finish; what is left is cancelled (a cancelled backup records itself failed and
 removes its partial upload; a restore resumes at the next start). Then the control API
-closes and glacierd exits 0.
+closes and glacierd exits 0. SIGHUP re-reads the configuration file (reload.py); with
+systemd's WatchdogSec= the event loop pings the watchdog (sdnotify.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
 from glacierd.operations.restore import RestoreDriver
 from glacierd.operations.retrieval import MIN_POLL_SECONDS, Poller
+from glacierd.reload import Reloader
 from glacierd.scheduler import start_scheduler
 
 log = structlog.get_logger("glacierd.service")
@@ -111,6 +113,8 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = Reloader()  # SIGHUP: reload the configuration (reload.py)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     quiet_accept_errors(loop)
 
     async with open_context(config) as ctx, contextlib.AsyncExitStack() as stack:
@@ -150,19 +154,20 @@ async def serve(config: Config) -> int:
                 for runner in runners:
                     await runner.cleanup()
                 return 1
-        scheduler = await start_scheduler(
-            ctx,
-            [
-                _poll_job(ctx, Poller(ctx, config.schedule.poll_interval_seconds)),
-                _restore_job(ctx, ctx.restorer),
-            ],
-        )
+        poller = Poller(ctx, config.schedule.poll_interval_seconds)
+
+        def interval_jobs() -> list[dict[str, Any]]:
+            return [_poll_job(ctx, poller), _restore_job(ctx, ctx.restorer)]
+
+        scheduler = await start_scheduler(ctx, interval_jobs())
+        reloader.attach(ctx, scheduler, poller, interval_jobs)
         if not api.token:
             log.warning(
                 "api.no_token",
                 detail=f"the control API accepts any local process; set {api.token_env} "
                 "(see deploy/install.sh) to require a bearer token",
             )
+        watchdog = sdnotify.start_watchdog()  # WatchdogSec=: pings from this event loop
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
         log.info(
             "service.ready",
@@ -184,10 +189,12 @@ async def serve(config: Config) -> int:
         # the SNS endpoint closes now (SNS redelivers what it could not post).
         for runner in runners[1:]:
             await runner.cleanup()
-        await _drain(ctx, config.shutdown_timeout_seconds)
+        await _drain(ctx, ctx.config.shutdown_timeout_seconds)  # as last reloaded
         scheduler.shutdown(wait=False)
         await runners[0].cleanup()
     log.info("service.stopped")
+    if watchdog is not None:
+        watchdog.cancel()
     return 0
 
 

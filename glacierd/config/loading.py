@@ -34,6 +34,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             f"configuration file {chosen} cannot be read ({exc.strerror})",
             "check its permissions",
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {chosen} is not UTF-8 text (byte {exc.start})",
+            "save it as UTF-8",
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -40,7 +40,14 @@ class FilesConfig:
     @field_validator("root")
     @classmethod
     def _root_is_a_directory(cls, root: Path | None) -> Path | None:
-        if root is not None and not root.is_dir():
+        try:
+            is_dir = root is None or root.is_dir()
+        except OSError as exc:  # a folder on the way that this user may not enter
+            raise invalid(
+                f"{{setting}} {str(root)!r} cannot be read ({exc.strerror})",
+                "give the glacierd user access (SupplementaryGroups=) or correct {setting}",
+            ) from None
+        if not is_dir:
             raise invalid(
                 f"{{setting}} {str(root)!r} is not a directory",
                 "create it or point {setting} at the application's attached-files folder",
