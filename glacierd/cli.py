@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from glacierd import __version__
 from glacierd.api import client
@@ -88,7 +89,7 @@ async def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read_backups(cfg: Config, limit: int) -> list[dict] | None:
+async def _read_backups(cfg: Config, limit: int) -> list[dict[str, Any]] | None:
     """The newest backups, or None when the catalog schema does not exist yet; never
     creates or upgrades the schema (``list`` is read-only)."""
     catalog = Catalog(cfg.catalog.conninfo, cfg.catalog.schema)
@@ -135,7 +136,7 @@ async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_restore(r: dict) -> None:
+def _print_restore(r: dict[str, Any]) -> None:
     line = f"restore {r['id']}: {r['state']}"
     by_status = r.get("archives", {}).get("by_status", {})
     if by_status:
@@ -213,7 +214,8 @@ async def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
-COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], Awaitable[int]]]] = {
+Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
+COMMANDS: dict[str, tuple[str, Command]] = {
     "serve": ("run the daemon: scheduler, control API, SNS endpoint", cmd_serve),
     "backup": ("run one backup now and wait for it", cmd_backup),
     "list": ("list backups", cmd_list),

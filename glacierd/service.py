@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from glacierd import sdnotify
 from glacierd.api.control import control_app
@@ -60,7 +61,7 @@ async def _start_site(
     )
 
 
-def refuse_work_while_stopping(ctx: Context) -> Handler:
+def refuse_work_while_stopping(ctx: Context) -> Middleware:
     """Control-API middleware: once stopping, only reads are answered; anything that would
     start work (a backup, a restore, a retrieval, a deletion) gets 503."""
 
@@ -74,7 +75,7 @@ def refuse_work_while_stopping(ctx: Context) -> Handler:
             )
         return await handler(request)
 
-    return middleware  # type: ignore[return-value]
+    return middleware
 
 
 def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:

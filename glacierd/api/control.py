@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from glacierd.api.errors import (
     BadRequest,
@@ -76,7 +77,7 @@ async def local_clients_only(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
-def bearer_auth(token: str | None) -> Handler:
+def bearer_auth(token: str | None) -> Middleware:
     expected = f"Bearer {token}".encode() if token else b""
 
     @web.middleware
@@ -91,7 +92,7 @@ def bearer_auth(token: str | None) -> Handler:
                 )
         return await handler(request)
 
-    return middleware  # type: ignore[return-value]
+    return middleware
 
 
 async def health(request: web.Request) -> web.Response:
@@ -144,7 +145,7 @@ async def retrieve_backup(request: web.Request) -> web.Response:
     tier = body.get("tier")
     if tier is not None and tier not in TIERS:
         raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
-    result = await retrieval.retrieve_backup(request.app[CTX], path_id(request), tier)  # type: ignore[arg-type]
+    result = await retrieval.retrieve_backup(request.app[CTX], path_id(request), tier)
     return web.json_response(result, status=202)
 
 

@@ -361,7 +361,7 @@ class SnsVerifier:
             raise SnsError(
                 502,
                 f"confirming the SNS subscription to {msg['TopicArn']} failed: "
-                f"{exc or type(exc).__name__}",
+                f"{str(exc) or type(exc).__name__}",
             ) from None
         found = re.search(rb"<SubscriptionArn>([^<]{1,512})</SubscriptionArn>", body)
         arn = found.group(1).decode("utf-8", "replace") if found else None
@@ -492,8 +492,9 @@ class SnsVerifier:
                     )
                 pem = await _read_capped(resp, self.max_cert_bytes + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__  # a timeout's message is empty
             raise SnsError(
-                502, f"fetching SNS signing certificate {url} failed: {exc or type(exc).__name__}"
+                502, f"fetching SNS signing certificate {url} failed: {reason}"
             ) from None
         if len(pem) > self.max_cert_bytes:
             raise SnsError(

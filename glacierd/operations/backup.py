@@ -25,6 +25,7 @@ from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -62,7 +63,7 @@ class Progress:
 @dataclass(frozen=True)
 class BackupHandle:
     backup_id: int
-    task: asyncio.Task[dict[str, object]]
+    task: asyncio.Task[dict[str, Any]]
     progress: Progress
 
 
@@ -83,7 +84,7 @@ async def start_backup(
         raise
     progress = Progress(backup_id, listeners=[on_progress] if on_progress else [])
 
-    async def run() -> dict[str, object]:
+    async def run() -> dict[str, Any]:
         async with stack:
             return await _run(ctx, backup_id, trigger, progress)
 
@@ -93,12 +94,12 @@ async def start_backup(
 
 async def run_backup(
     ctx: Context, trigger: str, on_progress: Callable[[Progress], None] | None = None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     handle = await start_backup(ctx, trigger, on_progress)
     return await handle.task
 
 
-async def _run(ctx: Context, backup_id: int, trigger: str, progress: Progress) -> dict[str, object]:
+async def _run(ctx: Context, backup_id: int, trigger: str, progress: Progress) -> dict[str, Any]:
     blog = log.bind(backup_id=backup_id, trigger=trigger, store=ctx.store.name)
     started = time.monotonic()
     blog.info("backup.started")
@@ -133,7 +134,7 @@ async def _report_progress(blog: structlog.BoundLogger, progress: Progress) -> N
 
 async def _backup(
     ctx: Context, backup_id: int, progress: Progress, blog: structlog.BoundLogger
-) -> dict[str, object]:
+) -> dict[str, Any]:
     cat, pool, store = ctx.catalog, ctx.catalog.pool, ctx.store
     cfg = ctx.config
 
@@ -223,7 +224,7 @@ async def _backup(
         bytes_uploaded += progress.bytes_done
 
     await q.link_archives(pool, cat, backup_id, referenced)
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "backup_id": backup_id,
         "database_bytes": result.size,
         "file_count": file_count,
