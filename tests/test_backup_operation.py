@@ -24,8 +24,8 @@ from glacierd.context import Context, open_context
 from glacierd.operations import inventory
 from glacierd.operations.backup import attempt_key, run_backup, start_backup
 from glacierd.operations.recovery import recover_interrupted
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources import attachments
-from glacierd.sources.conninfo import parse_conninfo
 from glacierd.sources.database import DatabaseSourceError, check_pg_dump
 from tests import pg
 

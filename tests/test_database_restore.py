@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources import database_restore
-from glacierd.sources.conninfo import parse_conninfo
 from glacierd.sources.database_restore import RestoreError, restore_dump
 from tests import pg
 

@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources import database
-from glacierd.sources.conninfo import parse_conninfo
 from glacierd.sources.database import DatabaseSourceError, PgDump, tool_version
 from glacierd.sources.database_restore import RestoreError, restore_dump
 from tests import pg

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from glacierd.sources.conninfo import parse_conninfo
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources.database_restore import RestoreError, restore_dump
 from tests import pg
 from tests.restore_schema import CHANGES, RICH_SCHEMA, capture

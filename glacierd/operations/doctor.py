@@ -32,10 +32,11 @@ from typing import Any
 import aiohttp
 
 from glacierd.catalog.migrations import available_migrations
-from glacierd.catalog.pool import CatalogError, connection
+from glacierd.catalog.pool import CatalogError
 from glacierd.config import Config
 from glacierd.logs import log_file_problem
 from glacierd.operations.errors import EXPECTED
+from glacierd.pgconnect.connect import connection
 from glacierd.sources.database import (
     ToolVersion,
     check_pg_dump,

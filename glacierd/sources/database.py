@@ -20,8 +20,8 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
-from glacierd.catalog.pool import connection
-from glacierd.sources.conninfo import ConnInfo
+from glacierd.pgconnect.connect import connection
+from glacierd.pgconnect.conninfo import ConnInfo
 
 log = structlog.get_logger("glacierd.sources.database")
 CHUNK = 1024 * 1024

@@ -48,7 +48,7 @@ from pathlib import Path
 import structlog
 
 from glacierd.catalog.pool import own_backend_pids
-from glacierd.sources.conninfo import ConnInfo
+from glacierd.pgconnect.conninfo import ConnInfo
 from glacierd.sources.database import (
     REAP_SECONDS,
     TOOL_SECONDS,
