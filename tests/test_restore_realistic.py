@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 
 from glacierd.pgconnect.conninfo import parse_conninfo
-from glacierd.sources.database_restore import RestoreError, restore_dump
+from glacierd.sources.database import RestoreError
+from glacierd.sources.database_restore import restore_dump
 from tests import pg
 from tests.restore_schema import CHANGES, RICH_SCHEMA, capture
 
