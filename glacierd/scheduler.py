@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,7 +90,9 @@ async def missed_run(ctx: Context, now: datetime | None = None) -> datetime | No
     return due if due is not None and due <= now else None
 
 
-def tracked(ctx: Context, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[None]]:
+def tracked(
+    ctx: Context, func: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Coroutine[Any, Any, None]]:
     """A job function whose every run is tracked work of the context (``ctx.spawn``).
 
     The daemon's shutdown then gives a running job (a restore tick, a poll) the same grace

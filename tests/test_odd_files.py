@@ -20,12 +20,12 @@ from glacierd.catalog.migrations import available_migrations, migrate
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
-from glacierd.operations.restore import RestoreDriver, RestoreFailed, restore_view, start_restore
+from glacierd.operations.restore import RestoreFailed, restore_view, start_restore
 from glacierd.sources import attachments
 from glacierd.stores import keys as keys_module
 from tests.aws_fixtures import REGION
 from tests.small_fs import fill
+from tests.wiring import wire, workers_of
 
 # Names as the kernel stores them: bytes. Each one must come back exactly.
 LATIN1 = b"caf\xe9.txt"  # not valid UTF-8 (a Latin-1 é)
@@ -116,12 +116,11 @@ def open_ctx(
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         settings = make_settings(store=store_settings, **overrides)
         async with open_context(config_from_dict(settings)) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -133,9 +132,8 @@ async def settle(ctx: Context) -> None:
 
 
 async def drive(ctx: Context, restore_id: int) -> dict[str, Any]:
-    assert ctx.restorer is not None
     for _ in range(600):
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -276,7 +274,7 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
         paths = {r["path"] for r in await pool.fetch(f"SELECT path FROM {cat.q}.archives")}
         assert paths == {"caf%25E9.txt", "line%0Abreak.txt"}
 
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        wire(ctx)
         summary = await run_backup(ctx, "test")
         assert summary["new_files"] == 3  # the fixture's three files; the old two adopted
 
@@ -320,7 +318,7 @@ async def test_a_failure_on_an_odd_name_fails_the_restore_with_a_readable_reason
     root = small_fs("odd-root", "1m")
     write_bytes_path(root, b"\xff-big.bin", os.urandom(300_000))
     async with open_context(config_from_dict(make_settings(files={"root": str(root)}))) as ctx:
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        wire(ctx)
         summary = await run_backup(ctx, "test")
         os.unlink(os.fsencode(root) + b"/\xff-big.bin")
         fill(root, leave=100_000)

@@ -27,7 +27,7 @@ from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher, fetch_archive
+from glacierd.operations.fetch import fetch_archive
 from glacierd.operations.restore import (
     RestoreDriver,
     RestoreFailed,
@@ -37,6 +37,7 @@ from glacierd.operations.restore import (
 )
 from tests import pg
 from tests.restore_schema import CHANGES, RICH_SCHEMA, DbState, capture
+from tests.wiring import wire, workers_of
 
 # ------------------------------------------------------------------------------------------
 # helpers
@@ -66,11 +67,10 @@ async def settle(ctx: Context) -> None:
 
 async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[str, Any]:
     """Advance the request like the daemon's ticks do, until it is restored or failed."""
-    assert ctx.restorer is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -144,12 +144,11 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
     @asynccontextmanager
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         async with open_context(config_from_dict(make_settings(**overrides))) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -461,9 +460,9 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         before_db, before_files = await capture(rich_db), disk(files_root)
 
         started = await start_restore(ctx, b1, options())
-        ctx.fetcher = None  # fetch by hand, so the copy can be damaged before it is used
-        assert ctx.restorer is not None
-        await ctx.restorer.advance_all()
+        # A driver without a fetcher: the request waits in "fetching", so the copies can be
+        # fetched by hand and one damaged before it is used.
+        await RestoreDriver(ctx, None).advance_all()
         assert (await restore_view(ctx, started["id"]))["state"] == "fetching"
         needed = await rq.archives(ctx.catalog.pool, ctx.catalog, started["id"])
         assert sorted(a["kind"] for a in needed) == ["database", "file"]
@@ -493,7 +492,6 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         )
         assert again["retrieval_status"] == "available"
 
-        ctx.fetcher = Fetcher(ctx)
         restored(await restore(ctx, b1))
         (await capture(rich_db)).assert_same(at_backup)
 
@@ -687,16 +685,15 @@ async def test_busy_while_a_backup_or_another_restore_runs(
 
         # A request that reaches "restoring" while a backup holds the lock waits; it
         # neither fails nor changes anything, and completes once the lock is free.
-        assert ctx.restorer is not None
         before = pg.table_rows(app_db)
         async with operation_lock(ctx.catalog, "backup"):
             for _ in range(100):
-                await ctx.restorer.advance_all()
+                await workers_of(ctx).restorer.advance_all()
                 view = await restore_view(ctx, started["id"])
                 if view["state"] == "restoring":
                     break
                 await asyncio.sleep(0.05)
-            await ctx.restorer.advance_all()
+            await workers_of(ctx).restorer.advance_all()
             view = await restore_view(ctx, started["id"])
             assert view["state"] == "restoring" and view["error"] is None
             assert view["steps"] == {}

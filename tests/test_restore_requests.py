@@ -25,10 +25,10 @@ from glacierd.catalog.locks import BusyError
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
 from glacierd.operations.restore import RestoreDriver, restore_view, start_restore
 from tests import pg
 from tests.aws_fixtures import REGION, FaultProxy
+from tests.wiring import wire, workers_of
 
 # ------------------------------------------------------------------------------------------
 # helpers
@@ -50,11 +50,10 @@ async def settle(ctx: Context) -> None:
 
 async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[str, Any]:
     """Advance the request like the daemon's ticks do, until it is restored or failed."""
-    assert ctx.restorer is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -64,13 +63,18 @@ async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[st
 
 
 async def drive_until(
-    ctx: Context, restore_id: int, check: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ctx: Context,
+    restore_id: int,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+    driver: RestoreDriver | None = None,
 ) -> dict[str, Any]:
-    assert ctx.restorer is not None
+    """Advance the request (with ``driver``, else the daemon's) until ``check`` holds."""
+    driver = driver or workers_of(ctx).restorer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await driver.advance_all()
         view = await restore_view(ctx, restore_id)
         if check(view):
             return view
@@ -87,12 +91,11 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
     @asynccontextmanager
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         async with open_context(config_from_dict(make_settings(**overrides))) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -237,9 +240,8 @@ async def test_the_driver_never_sees_a_half_created_request(
                 start_restore(ctx, b1, options(database=what == "database", files=what == "files"))
             )
             await wait_for_lock_wait(ctx, "restore_archives")
-            assert ctx.restorer is not None
             for _ in range(3):  # the daemon's ticks while the request is being created
-                await ctx.restorer.advance_all()
+                await workers_of(ctx).restorer.advance_all()
             assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
             visible = await rows(ctx, "SELECT state FROM {s}.restores")
             assert visible in ([], [{"state": "requested"}]), visible
@@ -292,10 +294,10 @@ async def test_an_archive_gone_from_the_store_fails_the_restore(
         original = (files_root / "ab/ef/abef5678").read_bytes()
         (files_root / "ab/ef/abef5678").unlink()
         rid = (await start_restore(ctx, b1, options()))["id"]
-        fetcher, ctx.fetcher = ctx.fetcher, None  # retrieved, but not downloaded yet...
-        view = await drive_until(ctx, rid, lambda v: v["state"] == "fetching")
+        # Retrieved, but not downloaded yet (a driver without a fetcher)...
+        no_downloads = RestoreDriver(ctx, None)
+        view = await drive_until(ctx, rid, lambda v: v["state"] == "fetching", driver=no_downloads)
         (tmp_path / "vault" / lost["store_key"]).unlink()  # ...when it vanishes from the store
-        ctx.fetcher = fetcher
         view = await drive(ctx, rid, timeout=20)
         assert view["state"] == "failed"
         assert view["error"].startswith(

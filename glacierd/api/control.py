@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -32,6 +33,10 @@ from glacierd.operations.snapshot import snapshot_view
 from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)
+# What the daemon wires in (api/errors.py maps the errors, service.py the follow-ups): an
+# archive found ready goes to the fetcher; a new restore request is advanced soon.
+ON_READY: web.AppKey[Callable[[int], object]] = web.AppKey("on_ready")
+KICK_RESTORES: web.AppKey[Callable[[], None]] = web.AppKey("kick_restores")
 OPEN_PATHS = {"/health"}
 
 
@@ -145,7 +150,9 @@ async def retrieve_backup(request: web.Request) -> web.Response:
     tier = body.get("tier")
     if tier is not None and tier not in TIERS:
         raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
-    result = await retrieval.retrieve_backup(request.app[CTX], path_id(request), tier)
+    result = await retrieval.retrieve_backup(
+        request.app[CTX], path_id(request), tier, on_ready=request.app[ON_READY]
+    )
     return web.json_response(result, status=202)
 
 
@@ -171,7 +178,7 @@ async def restore_backup(request: web.Request) -> web.Response:
     result = await restore.start_restore(ctx, path_id(request), options)
     if options["dry_run"]:
         return web.json_response(result)
-    ctx.kick_restores()
+    request.app[KICK_RESTORES]()
     return web.json_response(result, status=202)
 
 
@@ -193,7 +200,7 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     await read_json_object(request, allowed=set())
     ctx = request.app[CTX]
     result = await restore.start_snapshot_restore(ctx, path_id(request))
-    ctx.kick_restores()
+    request.app[KICK_RESTORES]()
     return web.json_response(result, status=202)
 
 
@@ -201,12 +208,16 @@ async def delete_backup(request: web.Request) -> web.Response:
     return web.json_response(await inventory.delete_backup(request.app[CTX], path_id(request)))
 
 
-def control_app(ctx: Context) -> web.Application:
+def control_app(
+    ctx: Context, *, on_ready: Callable[[int], object], kick_restores: Callable[[], None]
+) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, local_clients_only, bearer_auth(ctx.config.api.token)],
         client_max_size=64 * 1024,
     )
     app[CTX] = ctx
+    app[ON_READY] = on_ready
+    app[KICK_RESTORES] = kick_restores
     app.router.add_get("/health", health)
     app.router.add_get("/backups", list_backups)
     app.router.add_post("/backups", create_backup)

@@ -1,7 +1,7 @@
 """Apply verified retrieval events to the catalog.
 
 Messages arrive at least once and in any order. Each event becomes a store state handed to
-``operations.retrieval.apply_state`` together with the row as read here: a compare-and-set
+``operations.retrieval.record_store_answer`` together with the row as read here: a compare-and-set
 against that row, so a duplicate is a no-op, a stale event (a "Completed" after the copy was
 fetched, a failed old job after a new one started) changes nothing, and a verified local
 copy is never moved backwards.
@@ -9,6 +9,7 @@ copy is never moved backwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
@@ -21,7 +22,7 @@ from glacierd.notifications.events import (
     S3RestoreEvent,
     VaultJobEvent,
 )
-from glacierd.operations.retrieval import apply_state
+from glacierd.operations.retrieval import record_store_answer
 from glacierd.stores.base import RetrievalState
 
 log = structlog.get_logger("glacierd.notifications")
@@ -30,17 +31,18 @@ log = structlog.get_logger("glacierd.notifications")
 VAULT_OUTPUT_LIFETIME = timedelta(hours=24)
 
 
-async def dispatch(ctx: Context, event: RetrievalEvent) -> int:
-    """Apply one event; returns how many archives changed status."""
+async def dispatch(ctx: Context, event: RetrievalEvent, on_ready: Callable[[int], object]) -> int:
+    """Apply one event; returns how many archives changed status. An archive found ready
+    is announced to ``on_ready`` (the daemon's fetcher)."""
     if isinstance(event, IgnoredEvent):
         log.info("sns.event_ignored", reason=event.reason)
         return 0
     if isinstance(event, VaultJobEvent):
-        return await _vault_job(ctx, event)
-    return await _s3_restore(ctx, event)
+        return await _vault_job(ctx, event, on_ready)
+    return await _s3_restore(ctx, event, on_ready)
 
 
-async def _vault_job(ctx: Context, event: VaultJobEvent) -> int:
+async def _vault_job(ctx: Context, event: VaultJobEvent, on_ready: Callable[[int], object]) -> int:
     pool, cat = ctx.catalog.pool, ctx.catalog
     rows = await aq.by_job_id(pool, cat, event.job_id)
     if not rows:
@@ -63,12 +65,15 @@ async def _vault_job(ctx: Context, event: VaultJobEvent) -> int:
         state = RetrievalState("pending", job_id=event.job_id)
     changed = 0
     for row in rows:
-        # apply_state ignores news about another job than the row's (a newer job replaced it).
-        changed += bool(await apply_state(ctx, row, state, source="sns"))
+        # record_store_answer ignores news about another job than the row's (a newer job
+        # replaced it).
+        changed += bool(await record_store_answer(ctx, row, state, source="sns", on_ready=on_ready))
     return changed
 
 
-async def _s3_restore(ctx: Context, event: S3RestoreEvent) -> int:
+async def _s3_restore(
+    ctx: Context, event: S3RestoreEvent, on_ready: Callable[[int], object]
+) -> int:
     store = ctx.store
     bucket = getattr(store, "bucket", None)
     if store.type != "s3" or event.bucket != bucket:
@@ -90,5 +95,5 @@ async def _s3_restore(ctx: Context, event: S3RestoreEvent) -> int:
         if event.event == "deleted" and row["retrieval_status"] != "ready":
             # Only a ready copy can expire; a late Delete must not cancel a newer retrieval.
             continue
-        changed += bool(await apply_state(ctx, row, state, source="sns"))
+        changed += bool(await record_store_answer(ctx, row, state, source="sns", on_ready=on_ready))
     return changed

@@ -89,7 +89,7 @@ async def start_backup(
             return await _run(ctx, backup_id, trigger, progress)
 
     task = ctx.spawn(run(), name=f"backup-{backup_id}")
-    return BackupHandle(backup_id, task, progress)  # type: ignore[arg-type]
+    return BackupHandle(backup_id, task, progress)
 
 
 async def run_backup(

@@ -15,7 +15,7 @@ from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup import remove_unfinished
 from glacierd.operations.inventory import purge_archives
-from glacierd.operations.retrieval import resume_interrupted_requests
+from glacierd.operations.retrieval import no_follow_up, resume_interrupted_requests
 from glacierd.operations.state_sweep import sweep_state_dir
 from glacierd.stores.base import StoreError
 
@@ -35,7 +35,9 @@ async def recover_interrupted(ctx: Context) -> list[int]:
     """
     await sweep_state_dir(ctx.config.state_dir)
     try:
-        resumed = await resume_interrupted_requests(ctx)
+        # Nothing is downloaded yet: the first poll, right after start, hands archives that
+        # are ready to the fetcher.
+        resumed = await resume_interrupted_requests(ctx, on_ready=no_follow_up)
     except StoreError as exc:
         log.warning("recovery.retrievals_not_resumed", error=str(exc))
         resumed = 0

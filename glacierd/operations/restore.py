@@ -40,6 +40,7 @@ from glacierd.catalog import status
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
+from glacierd.operations.fetch import Fetcher
 from glacierd.operations.inventory import NotFoundError, completed_backup, file_states
 from glacierd.operations.restore_files import (
     ArchivedFile,
@@ -48,7 +49,7 @@ from glacierd.operations.restore_files import (
     remove_placed,
     unsafe_paths,
 )
-from glacierd.operations.retrieval import request_archive
+from glacierd.operations.retrieval import no_follow_up, request_archive
 from glacierd.operations.snapshot import take_snapshot
 from glacierd.sources import attachments
 from glacierd.sources.database_restore import restore_dump
@@ -210,8 +211,13 @@ async def _check_not_busy(ctx: Context) -> None:
 
 
 class RestoreDriver:
-    def __init__(self, ctx: Context) -> None:
+    """Moves restore requests along; ``fetcher`` downloads what they need (None: nothing is
+    downloaded, a request waits in "fetching")."""
+
+    def __init__(self, ctx: Context, fetcher: Fetcher | None) -> None:
         self.ctx = ctx
+        self.fetcher = fetcher
+        self.on_ready = fetcher.enqueue if fetcher is not None else no_follow_up
         self._lock = asyncio.Lock()
 
     async def advance_all(self) -> None:
@@ -287,7 +293,9 @@ class RestoreDriver:
         """Ask for every needed archive that is neither retrieved nor on its way."""
         ctx = self.ctx
         for a in await self._archives(r):
-            await request_archive(ctx, a, r["options"].get("tier"), source="restore")
+            await request_archive(
+                ctx, a, r["options"].get("tier"), source="restore", on_ready=self.on_ready
+            )
 
     async def _retrieving(self, r: dict[str, Any], rlog: Any) -> str:
         rows = await self._archives(r)
@@ -304,7 +312,7 @@ class RestoreDriver:
             await self._request_missing(r)
             return await self._set(r, "retrieving", rlog)
         waiting = [a for a in rows if a["retrieval_status"] != "local"]
-        fetcher = self.ctx.fetcher
+        fetcher = self.fetcher
         if fetcher is not None:
             for a in waiting:
                 why = fetcher.gave_up(a["id"])
