@@ -18,8 +18,8 @@ from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import LocalFetchError, fetch_archive, fetched_path
-from glacierd.operations.retrieval import request_archive
-from glacierd.operations.snapshot import take_snapshot
+from glacierd.operations.restore.snapshot import take_snapshot
+from glacierd.operations.retrieval import no_follow_up, request_archive
 from glacierd.pipeline.files import write_atomically
 from glacierd.stores.local import LocalStore
 from tests.small_fs import fill, free_bytes
@@ -94,7 +94,7 @@ async def test_a_fetch_into_a_full_state_dir_leaves_no_partial_copy(
         [row] = await ctx.catalog.pool.fetch(
             f"SELECT * FROM {ctx.catalog.q}.archives WHERE path = 'big.bin'"
         )
-        await request_archive(ctx, dict(row), None, source="test")
+        await request_archive(ctx, dict(row), None, source="test", on_ready=no_follow_up)
         with pytest.raises(LocalFetchError) as raised:
             await fetch_archive(ctx, row["id"])
         # The operator's sentence names the full directory; the cause is the real ENOSPC.
@@ -137,7 +137,7 @@ async def test_files_glacierd_writes_for_itself_are_private_whatever_the_umask(
             await run_backup(ctx, "test")
             rows = await ctx.catalog.pool.fetch(f"SELECT * FROM {ctx.catalog.q}.archives")
             for row in rows:
-                await request_archive(ctx, dict(row), None, source="test")
+                await request_archive(ctx, dict(row), None, source="test", on_ready=no_follow_up)
             snap = await take_snapshot(ctx, reason="test")
             for row in rows:
                 await fetch_archive(ctx, row["id"])

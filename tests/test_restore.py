@@ -21,11 +21,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-import glacierd.operations.restore as restore_module
+import glacierd.operations.restore.restoring as restoring_step
 from glacierd.catalog import restores as rq
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
+from glacierd.operations import inventory
 from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import fetch_archive
 from glacierd.operations.restore import (
@@ -283,6 +284,28 @@ async def failed_attempt(
     return view
 
 
+async def test_a_restore_shows_its_archives_as_the_backup_does(
+    app_db: str, open_ctx: Callable[..., Any], files_root: Path
+):
+    """One archive view: GET /restores/{id} and GET /backups/{id} show an archive with the
+    same fields and values (a backup marks a file already on disk "exists")."""
+    async with open_ctx() as ctx:
+        b1 = bid(await run_backup(ctx, "test"))
+        (files_root / "ab/cd/abcd1234").unlink()
+        view = restored(await restore(ctx, b1))
+        detail = await inventory.backup_detail(ctx, b1)
+        shown = {a["id"]: a for a in detail["archives"]}
+        items = view["archives"]["items"]
+        assert sorted(a["kind"] for a in items) == ["database", "file"]
+        for item in items:
+            backup_item = shown[item["id"]]
+            assert set(item) == set(backup_item)
+            assert {**item, "status": None} == {**backup_item, "status": None}
+            assert item["status"] == "local" and item["retrieval_error"] is None
+            # The file is back on disk: the backup's view says so.
+            assert backup_item["status"] == ("exists" if item["kind"] == "file" else "local")
+
+
 async def test_an_unusable_orphan_folder_fails_the_restore_before_any_change(
     rich_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
 ):
@@ -296,8 +319,12 @@ async def test_an_unusable_orphan_folder_fails_the_restore_before_any_change(
         before_db, before_files = await capture(rich_db), disk(files_root)
         view = await restore(ctx, b1)
         assert view["state"] == "failed"
-        assert f"files.orphan_dir {blocker / 'orphans'} cannot be used" in view["error"]
-        assert "nothing was changed" in view["error"]
+        # The sentence glacierd doctor shows for the same folder (one check for both).
+        assert view["error"] == (
+            f"files.orphan_dir {blocker / 'orphans'} cannot be created: {blocker} is not a "
+            "directory; point files.orphan_dir at a directory path beside files.root, then "
+            "request the restore again — nothing was changed."
+        )
         assert view["steps"] == {}  # not even a snapshot
         (await capture(rich_db)).assert_same(before_db)
         assert disk(files_root) == before_files
@@ -725,7 +752,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         async def no_cleanup(placement: object) -> None:
             return None
 
-        monkeypatch.setattr(restore_module, "remove_placed", no_cleanup)
+        monkeypatch.setattr(restoring_step, "remove_placed", no_cleanup)
     async with open_ctx(database={"pg_restore": str(slow)}) as ctx:
         b1 = bid(await run_backup(ctx, "test"))
         at_backup = await capture(rich_db)

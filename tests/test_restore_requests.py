@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-import glacierd.operations.restore as restore_module
+import glacierd.operations.restore.plan as restore_plan
 from glacierd.catalog import restores as rq
 from glacierd.catalog.locks import BusyError
 from glacierd.config import config_from_dict
@@ -117,7 +117,7 @@ async def test_two_restores_requested_at_once_only_one_is_accepted(
         b1 = bid(await run_backup(ctx, "test"))
         # Both requests pass the "is another restore active?" check before either is
         # stored: the interleaving that used to accept both.
-        real_check = restore_module._check_not_busy
+        real_check = restore_plan._check_not_busy
         checked = 0
         both = asyncio.Event()
         one_by_one = asyncio.Lock()  # the check briefly takes the operation lock
@@ -131,7 +131,7 @@ async def test_two_restores_requested_at_once_only_one_is_accepted(
                 both.set()
             await asyncio.wait_for(both.wait(), 30)
 
-        monkeypatch.setattr(restore_module, "_check_not_busy", check_then_wait)
+        monkeypatch.setattr(restore_plan, "_check_not_busy", check_then_wait)
         results = await asyncio.gather(
             start_restore(ctx, b1, options(files=False)),
             start_restore(ctx, b1, options(database=False)),
@@ -419,7 +419,7 @@ async def test_a_full_disk_keeps_the_restore_waiting_with_the_directory_named(
         assert view["error"].startswith(f"waiting: no space left in {fetched} for archive "), view
         assert "free space there" in view["error"] and "retried by itself" in view["error"]
         [item] = [a for a in view["archives"]["items"] if a["path"] == "big.bin"]
-        assert item["error"] == view["error"].removeprefix("waiting: ")
+        assert item["retrieval_error"] == view["error"].removeprefix("waiting: ")
 
         # The operator makes room: the same request completes on its own.
         subprocess.run(["mount", "-o", "remount,size=4m", str(small_state_dir)], check=True)

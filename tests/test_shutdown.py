@@ -20,7 +20,7 @@ from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
 from glacierd.operations.restore import RestoreDriver, start_restore, start_snapshot_restore
-from glacierd.operations.snapshot import take_snapshot
+from glacierd.operations.restore.snapshot import take_snapshot
 from tests import pg
 from tests.daemon import Daemon
 

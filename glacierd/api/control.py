@@ -29,7 +29,7 @@ from glacierd.config import TIERS
 from glacierd.context import Context
 from glacierd.operations import inventory, restore, retrieval
 from glacierd.operations.backup import start_backup
-from glacierd.operations.snapshot import snapshot_view
+from glacierd.operations.restore.snapshot import snapshot_view
 from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)

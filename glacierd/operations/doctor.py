@@ -45,6 +45,7 @@ from glacierd.sources.database import (
     server_version_of,
     tool_version,
 )
+from glacierd.sources.orphan_dir import OrphanDirProblem, orphan_dir_state
 from glacierd.stores.base import Store
 from glacierd.stores.factory import build_store
 from glacierd.units import human_bytes
@@ -490,33 +491,10 @@ def _check_files(root: Path | None, orphan: Path | None) -> str:
     shown = f"{count}{'+' if count == 1000 else ''} entries at the top"
     if orphan is None:
         return f"{root} is readable ({shown})"
-    if orphan.exists():
-        if not orphan.is_dir():
-            raise Problem(
-                f"files.orphan_dir {orphan} exists and is not a directory",
-                "remove it or point files.orphan_dir elsewhere",
-            )
-        if not os.access(orphan, os.W_OK | os.X_OK):
-            raise Problem(
-                f"files.orphan_dir {orphan} is not writable, so a restore cannot move orphans "
-                "aside",
-                f"'chown glacierd: {orphan}' or point files.orphan_dir elsewhere",
-            )
-        state = "writable"
-    else:
-        parent = _existing_ancestor(orphan)
-        if not parent.is_dir():
-            raise Problem(
-                f"files.orphan_dir {orphan} cannot be created: {parent} is not a directory",
-                "point files.orphan_dir at a directory path beside files.root",
-            )
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise Problem(
-                f"files.orphan_dir {orphan} does not exist and cannot be created ({parent} is "
-                "not writable)",
-                f"create it and 'chown glacierd: {orphan}', or point files.orphan_dir elsewhere",
-            )
-        state = "creatable"
+    try:
+        state = orphan_dir_state(orphan)  # the same check a restore makes
+    except OrphanDirProblem as exc:
+        raise Problem(exc.detail, exc.fix) from None
     note = ""
     with contextlib.suppress(OSError):
         if _existing_ancestor(orphan).stat().st_dev != root.stat().st_dev:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from glacierd.catalog import status
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError
+from glacierd.operations.views import archive_view, iso
 from glacierd.sources.attachments import file_state, on_disk_path
 from glacierd.stores.base import ArchiveRef
 
@@ -29,10 +29,6 @@ class ConflictError(OperationError):
     pass
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
-
-
 def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
     rank = row.get("lowest_rank")
     duration = None
@@ -42,8 +38,8 @@ def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "status": row["status"],
         "trigger": row["trigger"],
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
         "duration_s": duration,
         "error": row["error"],
         "database": row["database_name"],
@@ -93,27 +89,6 @@ async def completed_backup(
             f"can be {verb} — pick another from GET /backups."
         )
     return backup, await q.backup_archives(pool, cat, backup_id)
-
-
-def archive_view(a: dict[str, Any], exists: bool) -> dict[str, Any]:
-    return {
-        "id": a["id"],
-        "kind": a["kind"],
-        "path": a["path"],
-        "store": a["store_name"],
-        "key": a["store_key"],
-        "size": a["size"],
-        "sha256": a["sha256"],
-        "storage_class": a["storage_class"],
-        "status": "exists" if exists else a["retrieval_status"],
-        "retrieval_tier": a["retrieval_tier"],
-        "retrieval_requested_at": _iso(a["retrieval_requested_at"]),
-        "expected_ready_at": _iso(a["retrieval_expected_at"])
-        if a["retrieval_status"] == "pending"
-        else None,
-        "ready_until": _iso(a["ready_until"]) if a["retrieval_status"] == "ready" else None,
-        "retrieval_error": a["retrieval_error"],
-    }
 
 
 async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:

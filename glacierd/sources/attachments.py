@@ -92,7 +92,8 @@ def filesystem_path(text: str) -> str:
 
 
 def on_disk_path(root: Path, catalog: str) -> Path:
-    """Where a catalog path lives under ``root`` (no safety checks: see restore_files)."""
+    """Where a catalog path lives under ``root`` (no safety checks: see
+    operations/restore/paths.py)."""
     return root / filesystem_path(catalog)
 
 

@@ -16,6 +16,7 @@ import structlog
 
 from glacierd.catalog import restores as rq
 from glacierd.context import Context
+from glacierd.operations.views import iso
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
 from glacierd.sources.database import PgDump
@@ -68,7 +69,7 @@ async def prune_snapshots(ctx: Context, keep_id: int) -> int:
 def snapshot_view(snap: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": snap["id"],
-        "created_at": snap["created_at"].astimezone(UTC).isoformat(),
+        "created_at": iso(snap["created_at"]),
         "path": snap["path"],
         "size": snap["size"],
         "sha256": snap["sha256"],
