@@ -14,9 +14,10 @@ One attempt, one key: every object this backup uploads has a key no other backup
 (``files/<path>@backup<id>``, ``database/<time>-backup<id>.dump``), and each finished upload
 is recorded as stored as soon as it completes. Cleaning up after a failed backup therefore
 deletes only its own attempts, never an object a stored archive uses.
+
 The rooms: run.py (starting, running and failing a backup; the database dump), files.py
 (the attached files: one walk, one set difference, the uploads), cleanup.py (removing what
-only a failed backup uploaded).
+only a failed backup uploaded), progress.py (what the CLI and the log lines show).
 """
 
 from glacierd.operations.backup.cleanup import remove_unfinished
