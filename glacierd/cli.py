@@ -16,7 +16,7 @@ from typing import Any
 from glacierd import __version__
 from glacierd.api import client
 from glacierd.catalog import Catalog
-from glacierd.catalog import backups as backups_q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.catalog.migrations import catalog_state, migrate
 from glacierd.config import Config, ConfigError, load_config
@@ -103,7 +103,7 @@ async def _read_backups(cfg: Config, limit: int) -> list[dict[str, Any]] | None:
                 f"the catalog schema {cfg.catalog.schema} needs {', '.join(state.pending)}, "
                 "which this glacierd brings; run 'glacierd migrate' (or start the daemon) first."
             )
-        rows = await backups_q.list_backups(catalog.pool, catalog, limit)
+        rows = await backup_rows.list_backups(catalog.pool, catalog, limit)
     finally:
         await catalog.close()
     return [inventory.backup_summary(r) for r in rows]

@@ -240,25 +240,26 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
     config = config_from_dict(settings)
     async with open_context(config, apply_migrations=False) as ctx:
         cat, pool = ctx.catalog, ctx.catalog.pool
-        await pool.execute(f"CREATE SCHEMA {cat.q}")
+        await pool.execute(f"CREATE SCHEMA {cat.schema_sql}")
         await pool.execute(
-            f"CREATE TABLE {cat.q}.schema_migrations (version integer PRIMARY KEY, "
+            f"CREATE TABLE {cat.schema_sql}.schema_migrations (version integer PRIMARY KEY, "
             "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         for version, name, sql in available_migrations():
             if version <= 2:  # the catalog as the released version left it
-                await pool.execute(sql.replace("{schema}", cat.q))
+                await pool.execute(sql.replace("{schema}", cat.schema_sql))
                 await pool.execute(
-                    f"INSERT INTO {cat.q}.schema_migrations VALUES ($1, $2)", version, name
+                    f"INSERT INTO {cat.schema_sql}.schema_migrations VALUES ($1, $2)", version, name
                 )
         old_backup = await pool.fetchval(
-            f"INSERT INTO {cat.q}.backups (status, trigger) VALUES ('completed', 'test') "
+            f"INSERT INTO {cat.schema_sql}.backups (status, trigger) VALUES ('completed', 'test') "
             "RETURNING id"
         )
         for name, data in literal.items():
             stored = await ctx.store.put(f"files/{name}", _one(data), kind="file")
             archive_id = await pool.fetchval(
-                f"INSERT INTO {cat.q}.archives (kind, state, store_name, store_key, path, size, "
+                f"INSERT INTO {cat.schema_sql}.archives "
+                "(kind, state, store_name, store_key, path, size, "
                 "sha256, storage_class) VALUES ('file', 'stored', $1, $2, $3, $4, $5, 'LOCAL') "
                 "RETURNING id",
                 ctx.store.name,
@@ -268,10 +269,12 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
                 stored.sha256,
             )
             await pool.execute(
-                f"INSERT INTO {cat.q}.backup_archives VALUES ($1, $2)", old_backup, archive_id
+                f"INSERT INTO {cat.schema_sql}.backup_archives VALUES ($1, $2)",
+                old_backup,
+                archive_id,
             )
         await migrate(cat)
-        paths = {r["path"] for r in await pool.fetch(f"SELECT path FROM {cat.q}.archives")}
+        paths = {r["path"] for r in await pool.fetch(f"SELECT path FROM {cat.schema_sql}.archives")}
         assert paths == {"caf%25E9.txt", "line%0Abreak.txt"}
 
         wire(ctx)

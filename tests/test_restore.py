@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 import glacierd.operations.restore.restoring as restoring_step
-from glacierd.catalog import restores as rq
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
@@ -48,7 +48,7 @@ REAL_PG_RESTORE = shutil.which("pg_restore") or "pg_restore"
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
     """Run SQL on the catalog; "{s}" stands for the quoted catalog schema."""
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -342,7 +342,7 @@ async def test_killed_pg_restore_changes_nothing(
         view = await failed_attempt(ctx, rich_db, b1, files_root, tmp_path / "orphans")
         assert "pg_restore exited with code -9" in view["error"]
         assert "the database was not changed" in view["error"]
-        raw = await rq.get(ctx.catalog.pool, ctx.catalog, view["id"])
+        raw = await restore_rows.get(ctx.catalog.pool, ctx.catalog, view["id"])
         assert raw is not None and list(raw["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
 
 
@@ -416,7 +416,7 @@ async def test_the_safety_snapshot_gives_back_the_pre_restore_state(
         view = restored(await restore(ctx, b1, files=False))
         (await capture(rich_db)).assert_same(at_backup)
         snap_id = view["steps"]["snapshot"]["id"]
-        [snap] = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        [snap] = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert snap["id"] == snap_id and Path(snap["path"]).is_file()
         assert f"before restore {view['id']}" in snap["reason"]
 
@@ -437,7 +437,7 @@ async def test_snapshot_retention_keeps_the_newest(
         for _ in range(3):
             view = restored(await restore(ctx, b1, files=False))
             taken.append(view["steps"]["snapshot"])
-        snaps = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        snaps = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert [s["id"] for s in snaps] == [taken[2]["id"], taken[1]["id"]]
         on_disk = sorted(p.name for p in (tmp_path / "state" / "snapshots").iterdir())
         assert on_disk == sorted(Path(s["path"]).name for s in snaps)
@@ -468,7 +468,7 @@ async def test_no_snapshot_when_switched_off(
         b1 = bid(await run_backup(ctx, "test"))
         view = restored(await restore(ctx, b1, files=False))
         assert "snapshot" not in view["steps"] and "database" in view["steps"]
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
         assert disk(tmp_path / "state" / "snapshots") == {}
 
 
@@ -491,13 +491,13 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         # fetched by hand and one damaged before it is used.
         await RestoreDriver(ctx, None).advance_all()
         assert (await restore_view(ctx, started["id"]))["state"] == "fetching"
-        needed = await rq.archives(ctx.catalog.pool, ctx.catalog, started["id"])
+        needed = await restore_rows.archives(ctx.catalog.pool, ctx.catalog, started["id"])
         assert sorted(a["kind"] for a in needed) == ["database", "file"]
         for a in needed:
             assert (await fetch_archive(ctx, a["id"]))["retrieval_status"] == "local"
         db = next(
             a
-            for a in await rq.archives(ctx.catalog.pool, ctx.catalog, started["id"])
+            for a in await restore_rows.archives(ctx.catalog.pool, ctx.catalog, started["id"])
             if a["kind"] == "database"
         )
         fetched = Path(db["local_path"])
@@ -512,7 +512,7 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         assert view["steps"] == {}
         (await capture(rich_db)).assert_same(before_db)
         assert disk(files_root) == before_files
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
         assert not fetched.exists()  # the bad copy is gone; a new request fetches it anew
         [again] = await rows(
             ctx, "SELECT retrieval_status FROM {s}.archives WHERE id = $1", db["id"]
@@ -775,7 +775,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         await asyncio.gather(*running, return_exceptions=True)
         assert task.cancelled()
         assert processes_mentioning(str(slow)) == []  # killed together with psql
-        interrupted = await rq.get(ctx.catalog.pool, ctx.catalog, rid)
+        interrupted = await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid)
         assert interrupted is not None and interrupted["state"] == "restoring"
         assert "database" not in interrupted["steps"]
         assert list(interrupted["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
@@ -787,7 +787,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
     async with open_ctx() as ctx:  # a new daemon, with the real pg_restore
         view = restored(await drive(ctx, rid))
         assert view["steps"]["snapshot"] == snapshot  # no second snapshot
-        [snap] = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        [snap] = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert snap["id"] == snapshot["id"]
         (await capture(rich_db)).assert_same(at_backup)
         assert disk(files_root) == archived

@@ -128,7 +128,8 @@ async def test_downloads_ending_together_advance_the_restores_once(
         # Every fetch was started before retrieve_backup returned; some may have ended.
         await asyncio.gather(*[t for t in ctx.tasks if t.get_name().startswith("fetch-")])
         local = await ctx.catalog.pool.fetchval(
-            f"SELECT count(*) FROM {ctx.catalog.q}.archives WHERE retrieval_status = 'local'"
+            f"SELECT count(*) FROM {ctx.catalog.schema_sql}.archives "
+            "WHERE retrieval_status = 'local'"
         )
         assert local == 4  # four downloads ended, each kicked the restores...
         assert advances == []  # ...while the kick still pauses

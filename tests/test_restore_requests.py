@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 import glacierd.operations.restore.plan as restore_plan
-from glacierd.catalog import restores as rq
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
@@ -35,7 +35,7 @@ from tests.wiring import wire, workers_of
 
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -181,9 +181,9 @@ async def test_illegal_restore_transitions_change_nothing(
             rid,
             start,
         )
-        before = await rq.get(ctx.catalog.pool, ctx.catalog, rid)
-        await rq.set_state(ctx.catalog.pool, ctx.catalog, rid, to, "late")
-        assert await rq.get(ctx.catalog.pool, ctx.catalog, rid) == before
+        before = await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid)
+        await restore_rows.set_state(ctx.catalog.pool, ctx.catalog, rid, to, "late")
+        assert await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid) == before
 
 
 async def test_legal_restore_transitions_are_taken(app_db: str, open_ctx: Callable[..., Any]):
@@ -192,11 +192,11 @@ async def test_legal_restore_transitions_are_taken(app_db: str, open_ctx: Callab
         rid = (await start_restore(ctx, b1, options(files=False)))["id"]
         pool, cat = ctx.catalog.pool, ctx.catalog
         for state in ("retrieving", "fetching", "retrieving", "fetching", "restoring"):
-            await rq.set_state(pool, cat, rid, state)
-            got = await rq.get(pool, cat, rid)
+            await restore_rows.set_state(pool, cat, rid, state)
+            got = await restore_rows.get(pool, cat, rid)
             assert got is not None and got["state"] == state and got["finished_at"] is None
-        await rq.set_state(pool, cat, rid, "failed", "a reason")
-        got = await rq.get(pool, cat, rid)
+        await restore_rows.set_state(pool, cat, rid, "failed", "a reason")
+        got = await restore_rows.get(pool, cat, rid)
         assert got is not None and (got["state"], got["error"]) == ("failed", "a reason")
         assert got["finished_at"] is not None
 
@@ -235,14 +235,16 @@ async def test_the_driver_never_sees_a_half_created_request(
         try:
             tx = blocker.transaction()
             await tx.start()
-            await blocker.execute(f"LOCK TABLE {ctx.catalog.q}.restore_archives IN SHARE MODE")
+            await blocker.execute(
+                f"LOCK TABLE {ctx.catalog.schema_sql}.restore_archives IN SHARE MODE"
+            )
             creating = asyncio.create_task(
                 start_restore(ctx, b1, options(database=what == "database", files=what == "files"))
             )
             await wait_for_lock_wait(ctx, "restore_archives")
             for _ in range(3):  # the daemon's ticks while the request is being created
                 await workers_of(ctx).restorer.advance_all()
-            assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+            assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
             visible = await rows(ctx, "SELECT state FROM {s}.restores")
             assert visible in ([], [{"state": "requested"}]), visible
             await tx.rollback()
@@ -278,7 +280,7 @@ async def test_a_request_whose_dump_is_missing_fails_with_the_reason(
             "is damaged — request the restore again; nothing was changed."
         )
         assert pg.table_rows(app_db) == before
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
 from glacierd.config import VaultStoreConfig, config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
@@ -67,14 +67,14 @@ def open_ctx(make_settings: Callable[..., dict], tmp_path: Path) -> Callable[...
 
 async def dump_row(ctx: Context) -> dict[str, Any]:
     row = await ctx.catalog.pool.fetchrow(
-        f"SELECT * FROM {ctx.catalog.q}.archives WHERE kind = 'database'"
+        f"SELECT * FROM {ctx.catalog.schema_sql}.archives WHERE kind = 'database'"
     )
     assert row is not None
     return dict(row)
 
 
 async def current(ctx: Context, archive_id: int) -> dict[str, Any]:
-    row = await aq.get(ctx.catalog.pool, ctx.catalog, archive_id)
+    row = await archive_rows.get(ctx.catalog.pool, ctx.catalog, archive_id)
     assert row is not None
     return row
 
@@ -187,7 +187,7 @@ async def test_a_second_caller_never_asks_the_store_again(
 
         # Two callers at the same moment: one asks, the other finds it claimed.
         await ctx.catalog.pool.execute(
-            f"UPDATE {ctx.catalog.q}.archives SET retrieval_status = 'available', "
+            f"UPDATE {ctx.catalog.schema_sql}.archives SET retrieval_status = 'available', "
             "retrieval_asking = false WHERE id = $1",
             seen["id"],
         )
@@ -281,16 +281,16 @@ async def test_an_old_vault_job_never_replaces_a_newer_one(open_ctx: Callable[..
     async with open_ctx(fetcher=False) as ctx:
         await run_backup(ctx, "test")
         row = await dump_row(ctx)
-        pool, q = ctx.catalog.pool, ctx.catalog.q
+        pool, schema = ctx.catalog.pool, ctx.catalog.schema_sql
         await pool.execute(
-            f"UPDATE {q}.archives SET retrieval_status = 'pending', retrieval_job_id = 'job-1' "
-            "WHERE id = $1",
+            f"UPDATE {schema}.archives "
+            "SET retrieval_status = 'pending', retrieval_job_id = 'job-1' WHERE id = $1",
             row["id"],
         )
         seen_by_poll = await current(ctx, row["id"])  # a poll reads the row: job-1
         # job-1 failed; a new retrieval started as job-2 (recorded by its own request).
         await pool.execute(
-            f"UPDATE {q}.archives SET retrieval_job_id = 'job-2' WHERE id = $1", row["id"]
+            f"UPDATE {schema}.archives SET retrieval_job_id = 'job-2' WHERE id = $1", row["id"]
         )
         # The poll's answer about job-1 ("still running") arrives now.
         late = RetrievalState("pending", job_id="job-1")

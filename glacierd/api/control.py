@@ -23,8 +23,8 @@ from glacierd.api.errors import (
     read_json_object,
     whole_number,
 )
-from glacierd.catalog import backups as q
-from glacierd.catalog import restores as restores_q
+from glacierd.catalog import backups as backup_rows
+from glacierd.catalog import restores as restore_rows
 from glacierd.config import TIERS
 from glacierd.context import Context
 from glacierd.operations import inventory, restore, retrieval
@@ -103,9 +103,9 @@ def bearer_auth(token: str | None) -> Middleware:
 async def health(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     pool = ctx.catalog.pool
-    last_ok = await q.last_backup(pool, ctx.catalog, "completed")
-    last_any = await q.last_backup(pool, ctx.catalog)
-    running = await q.running_backups(pool, ctx.catalog)
+    last_ok = await backup_rows.last_backup(pool, ctx.catalog, "completed")
+    last_any = await backup_rows.last_backup(pool, ctx.catalog)
+    running = await backup_rows.running_backups(pool, ctx.catalog)
     now = datetime.now(UTC)
     due = await missed_run(ctx, now) if ctx.config.schedule.enabled else None
     # Stale: a scheduled backup was due more than an hour ago and none completed since.
@@ -192,7 +192,7 @@ async def get_restore(request: web.Request) -> web.Response:
 
 async def list_snapshots(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    snaps = await restores_q.snapshots(ctx.catalog.pool, ctx.catalog)
+    snaps = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
     return web.json_response({"snapshots": [snapshot_view(s) for s in snaps]})
 
 

@@ -58,7 +58,7 @@ class Catalog:
         return self._pool
 
     @property
-    def q(self) -> str:
+    def schema_sql(self) -> str:
         """The quoted schema name, for building SQL (validated as an identifier in config)."""
         return f'"{self.schema}"'
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
 from glacierd.operations.retrieval import archive_ref, no_follow_up, record_store_answer
@@ -57,7 +57,7 @@ def fetched_path(state_dir: Path, archive_id: int) -> Path:
 async def fetch_archive(ctx: Context, archive_id: int) -> dict[str, Any] | None:
     """Download one ready archive; returns its row once local, None if it was not ready."""
     pool, cat = ctx.catalog.pool, ctx.catalog
-    row = await aq.get(pool, cat, archive_id)
+    row = await archive_rows.get(pool, cat, archive_id)
     if row is None or row["retrieval_status"] != "ready":
         return row if row and row["retrieval_status"] == "local" else None
     dest = fetched_path(ctx.config.state_dir, archive_id)
@@ -79,7 +79,7 @@ async def fetch_archive(ctx: Context, archive_id: int) -> dict[str, Any] | None:
         if local is None:
             raise
         raise LocalFetchError(local) from exc
-    new = await aq.mark_local(pool, cat, archive_id, str(dest))
+    new = await archive_rows.mark_local(pool, cat, archive_id, str(dest))
     flog.info(
         "fetch.verified",
         sha256=row["sha256"],
@@ -221,7 +221,7 @@ class Fetcher:
             delay = min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (count - 1))
             reason = describe_error(exc, "fetch")
             self.failures[archive_id] = _Failure(count, time.monotonic() + delay, reason, kind)
-            await aq.update_fields(
+            await archive_rows.update_fields(
                 self.ctx.catalog.pool, self.ctx.catalog, archive_id, retrieval_error=reason
             )
             if kind == "verification":

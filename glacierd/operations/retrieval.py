@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
 from glacierd.catalog import status
 from glacierd.context import Context
 from glacierd.operations.inventory import completed_backup, on_disk
@@ -102,7 +102,7 @@ async def record_store_answer(
     if answer:
         details["retrieval_asking"] = False
     who = status.REQUEST if answer else status.NEWS
-    new = await aq.compare_and_set(
+    new = await archive_rows.compare_and_set(
         pool, cat, seen, state.status, who, match_job=not answer, **details
     )
     moved = new is not None and new["retrieval_status"] != seen["retrieval_status"]
@@ -126,7 +126,7 @@ async def record_store_answer(
             source=source,
             why="the edge is not the news's to take, or the row changed since it was read",
         )
-    current = new if new is not None else await aq.get(pool, cat, seen["id"])
+    current = new if new is not None else await archive_rows.get(pool, cat, seen["id"])
     if current and current["retrieval_status"] == "ready":
         on_ready(current["id"])
     return new if moved else None
@@ -166,11 +166,11 @@ async def request_archive(
     """
     pool, cat = ctx.catalog.pool, ctx.catalog
     now = datetime.now(UTC)
-    seen = await aq.get(pool, cat, row["id"])  # the caller's copy may be old
+    seen = await archive_rows.get(pool, cat, row["id"])  # the caller's copy may be old
     if seen is None or seen["state"] != "stored":
         return None
     if seen["retrieval_status"] in ("pending", "local") or (
-        seen["retrieval_status"] == "ready" and not aq.expired(seen, now)
+        seen["retrieval_status"] == "ready" and not archive_rows.expired(seen, now)
     ):
         if seen["retrieval_status"] == "ready":
             on_ready(seen["id"])
@@ -179,7 +179,7 @@ async def request_archive(
     # Claim it before asking: a store that finishes at once may notify us (SNS) before
     # RestoreObject even returns, and that news must find the archive pending; and only the
     # caller whose claim succeeds asks the store.
-    claimed = await aq.claim_retrieval(
+    claimed = await archive_rows.claim_retrieval(
         pool, cat, seen, retrieval_tier=tier, retrieval_requested_at=now, retrieval_error=None
     )
     if claimed is None:
@@ -203,7 +203,7 @@ async def request_archive(
 
 
 async def _undo_claim(ctx: Context, claimed: dict[str, Any], reason: str) -> None:
-    await aq.compare_and_set(
+    await archive_rows.compare_and_set(
         ctx.catalog.pool,
         ctx.catalog,
         claimed,
@@ -221,7 +221,7 @@ async def resume_interrupted_requests(ctx: Context, *, on_ready: OnReady) -> int
     request as "already in progress"). Returns how many were asked again."""
     pool, cat = ctx.catalog.pool, ctx.catalog
     resumed = 0
-    for row in await aq.asking(pool, cat, ctx.store.name):
+    for row in await archive_rows.asking(pool, cat, ctx.store.name):
         try:
             state = await ctx.store.request_retrieval(archive_ref(row), row["retrieval_tier"])
         except Exception as exc:
@@ -261,14 +261,14 @@ class Poller:
     async def poll_once(self) -> int:
         """Check at most POLL_BATCH due archives; returns how many changed status."""
         ctx = self.ctx
-        rows = await aq.with_status(
+        rows = await archive_rows.with_status(
             ctx.catalog.pool, ctx.catalog, ctx.store.name, ["pending", "ready"]
         )
         clock = time.monotonic()
         now = datetime.now(UTC)
         polled: list[dict[str, Any]] = []
         for row in rows:
-            if row["retrieval_status"] == "ready" and not aq.expired(row, now):
+            if row["retrieval_status"] == "ready" and not archive_rows.expired(row, now):
                 self.on_ready(row["id"])  # a failed fetch is retried (with backoff)
                 continue
             polled.append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import structlog
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.context import Context
 from glacierd.stores.base import ArchiveRef
 
@@ -18,7 +18,7 @@ async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundL
     goes. A row whose delete fails stays, and recovery at the next start tries again.
     """
     cat, pool = ctx.catalog, ctx.catalog.pool
-    leftovers = await q.unfinished_archives(pool, cat, backup_id)
+    leftovers = await backup_rows.unfinished_archives(pool, cat, backup_id)
     removed = []
     for row in leftovers:
         if row["shared"]:
@@ -46,6 +46,6 @@ async def remove_unfinished(ctx: Context, backup_id: int, blog: structlog.BoundL
             blog.warning("backup.cleanup_failed", key=key, error=str(exc))
             continue
         removed.append(row["id"])
-    await q.drop_archive_rows(pool, cat, removed)
+    await backup_rows.drop_archive_rows(pool, cat, removed)
     if removed:
         blog.info("backup.cleaned_up", archives_removed=len(removed))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.context import Context
 from glacierd.operations.backup.progress import Progress
 from glacierd.pipeline.files import read_chunks
@@ -43,7 +43,7 @@ async def archive_files(
     walked = await attachments.walk(root)
     for s in walked.skipped:
         blog.warning("backup.file_skipped", path=s.path, reason=s.reason, detail=s.detail)
-    known = await q.known_files(pool, cat, store.name)
+    known = await backup_rows.known_files(pool, cat, store.name)
     referenced: list[int] = []
     new: list[attachments.FileEntry] = []
     for entry in walked.files:
@@ -63,16 +63,16 @@ async def archive_files(
             referenced.append(prior.archive_id)
     keys = await _free_keys(ctx, [attempt_key(e.path, backup_id) for e in new])
     rows = [
-        q.NewArchive("file", key, e.path, e.size, mode=e.mode, mtime_ns=e.mtime_ns)
+        backup_rows.NewArchive("file", key, e.path, e.size, mode=e.mode, mtime_ns=e.mtime_ns)
         for key, e in zip(keys, new, strict=True)
     ]
-    ids = await q.insert_archives(pool, cat, backup_id, store.name, rows)
+    ids = await backup_rows.insert_archives(pool, cat, backup_id, store.name, rows)
     progress.stage = "files"
     progress.files_total = len(new)
     progress.bytes_total = sum(e.size for e in new)
     progress.changed()
     stored, lost = await _upload_files(ctx, root, list(zip(ids, rows, strict=True)), progress, blog)
-    await q.drop_archive_rows(pool, cat, lost)
+    await backup_rows.drop_archive_rows(pool, cat, lost)
     return FilesOutcome(
         referenced=referenced + stored,
         file_count=len(walked.files) - len(lost),
@@ -102,7 +102,7 @@ async def _free_keys(ctx: Context, keys: list[str]) -> list[str]:
     chosen = list(keys)
     suffix = 1
     while True:
-        taken = set(await q.keys_in_use(pool, cat, ctx.store.name, chosen))
+        taken = set(await backup_rows.keys_in_use(pool, cat, ctx.store.name, chosen))
         if not taken:
             return chosen
         suffix += 1
@@ -142,7 +142,7 @@ class _Recorder:
             return
         try:
             # Shielded: a cancelled worker must not cancel the write that records others.
-            await asyncio.shield(q.mark_stored(self.pool, self.cat, batch))
+            await asyncio.shield(backup_rows.mark_stored(self.pool, self.cat, batch))
         except BaseException:
             self._queue[:0] = batch  # written again by the next call (the UPDATE is idempotent)
             raise
@@ -151,7 +151,7 @@ class _Recorder:
 async def _upload_files(
     ctx: Context,
     root: Path,
-    work: list[tuple[int, q.NewArchive]],
+    work: list[tuple[int, backup_rows.NewArchive]],
     progress: Progress,
     blog: structlog.BoundLogger,
 ) -> tuple[list[int], list[int]]:
@@ -161,7 +161,7 @@ async def _upload_files(
     stored: list[int] = []
     lost: list[int] = []
 
-    async def one(archive_id: int, row: q.NewArchive) -> None:
+    async def one(archive_id: int, row: backup_rows.NewArchive) -> None:
         assert row.path is not None
         try:
             res = await store.put(

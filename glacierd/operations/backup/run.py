@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup.cleanup import remove_unfinished
@@ -47,7 +47,7 @@ async def start_backup(
     stack = AsyncExitStack()
     lock_conn = await stack.enter_async_context(operation_lock(ctx.catalog, "backup"))
     try:
-        backup_id = await q.create_backup(
+        backup_id = await backup_rows.create_backup(
             lock_conn, ctx.catalog, trigger, ctx.config.database.conninfo.dbname
         )
     except BaseException:
@@ -120,7 +120,7 @@ async def _backup(
         file_count, new_count, skipped = files.file_count, files.new_files, files.skipped
         bytes_uploaded += files.bytes_uploaded
 
-    await q.link_archives(pool, cat, backup_id, referenced)
+    await backup_rows.link_archives(pool, cat, backup_id, referenced)
     summary: dict[str, Any] = {
         "backup_id": backup_id,
         "database_bytes": result.size,
@@ -129,7 +129,7 @@ async def _backup(
         "skipped_files": skipped,
         "bytes_uploaded": bytes_uploaded,
     }
-    await q.complete_backup(
+    await backup_rows.complete_backup(
         pool,
         cat,
         backup_id,
@@ -151,8 +151,8 @@ async def _dump_database(
     cfg = ctx.config
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     dump_key = f"database/{stamp}-backup{backup_id}.dump"
-    [db_archive] = await q.insert_archives(
-        pool, cat, backup_id, store.name, [q.NewArchive("database", dump_key, None, None)]
+    [db_archive] = await backup_rows.insert_archives(
+        pool, cat, backup_id, store.name, [backup_rows.NewArchive("database", dump_key, None, None)]
     )
     exclude = []
     if cfg.catalog.conninfo.dbname == cfg.database.conninfo.dbname:
@@ -163,7 +163,7 @@ async def _dump_database(
     await check_pg_dump(cfg.database.pg_dump, cfg.database.conninfo)
     tables = await list_tables(cfg.database.conninfo, cfg.catalog.schema)
     await pool.execute(
-        f"UPDATE {cat.q}.backups SET tables = $2::jsonb WHERE id = $1",
+        f"UPDATE {cat.schema_sql}.backups SET tables = $2::jsonb WHERE id = $1",
         backup_id,
         tables,
     )
@@ -179,7 +179,7 @@ async def _dump_database(
                 yield chunk
 
     result = await store.put(dump_key, counted(), kind="database")
-    await q.mark_stored(
+    await backup_rows.mark_stored(
         pool, cat, [(db_archive, result.key, result.size, result.sha256, result.storage_class)]
     )
     blog.info("backup.database_stored", key=result.key, bytes=result.size, sha256=result.sha256)
@@ -189,5 +189,5 @@ async def _dump_database(
 async def _fail(ctx: Context, backup_id: int, reason: str, blog: structlog.BoundLogger) -> None:
     """Record the failure and remove what only this backup uploaded."""
     cat, pool = ctx.catalog, ctx.catalog.pool
-    await q.fail_backup(pool, cat, backup_id, reason)
+    await backup_rows.fail_backup(pool, cat, backup_id, reason)
     await remove_unfinished(ctx, backup_id, blog)

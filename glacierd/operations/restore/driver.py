@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import archives as aq
-from glacierd.catalog import restores as rq
+from glacierd.catalog import archives as archive_rows
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog import status
 from glacierd.catalog.locks import BusyError
 from glacierd.context import Context
@@ -55,7 +55,7 @@ class RestoreDriver:
 
     async def advance_all(self) -> None:
         async with self._lock:
-            for row in await rq.active(self.ctx.catalog.pool, self.ctx.catalog):
+            for row in await restore_rows.active(self.ctx.catalog.pool, self.ctx.catalog):
                 await self._advance(row)
 
     async def _advance(self, r: dict[str, Any]) -> None:
@@ -74,7 +74,7 @@ class RestoreDriver:
             raise  # shutdown: the request stays where it is and resumes at the next start
         except Exception as exc:
             reason = describe_error(exc, "restore")
-            if await rq.set_state(
+            if await restore_rows.set_state(
                 ctx.catalog.pool, ctx.catalog, rid, "failed", reason, expected=r["state"]
             ):
                 rlog.error("restore.failed", error=reason)
@@ -83,7 +83,7 @@ class RestoreDriver:
 
     async def _set(self, r: dict[str, Any], state: str, rlog: Any, error: str | None = None) -> str:
         """Move the request along the restore table, from the state this driver saw."""
-        if not await rq.set_state(
+        if not await restore_rows.set_state(
             self.ctx.catalog.pool, self.ctx.catalog, r["id"], state, error, expected=r["state"]
         ):
             raise RequestMoved(f"restore {r['id']} is no longer {r['state']}; {state} not recorded")
@@ -95,7 +95,7 @@ class RestoreDriver:
     async def _archives(self, r: dict[str, Any]) -> list[dict[str, Any]]:
         """The request's archives; RestoreFailed if the list is not the one it was made with
         (an empty list must never read as "everything is ready")."""
-        rows = await rq.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
+        rows = await restore_rows.archives(self.ctx.catalog.pool, self.ctx.catalog, r["id"])
         expected = r.get("archive_count")
         dump_missing = (
             r["backup_id"] is not None
@@ -173,7 +173,7 @@ class RestoreDriver:
             if digest != a["sha256"]:
                 # The local copy is bad: forget it, so a new request fetches it again.
                 await asyncio.to_thread(path.unlink, missing_ok=True)
-                await aq.compare_and_set(
+                await archive_rows.compare_and_set(
                     self.ctx.catalog.pool,
                     self.ctx.catalog,
                     a,

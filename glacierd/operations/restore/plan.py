@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import restores as rq
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.inventory import NotFoundError, completed_backup, file_states
@@ -100,7 +100,7 @@ async def start_restore(ctx: Context, backup_id: int, options: dict[str, Any]) -
 
 
 async def start_snapshot_restore(ctx: Context, snapshot_id: int) -> dict[str, Any]:
-    snap = await rq.get_snapshot(ctx.catalog.pool, ctx.catalog, snapshot_id)
+    snap = await restore_rows.get_snapshot(ctx.catalog.pool, ctx.catalog, snapshot_id)
     if snap is None:
         raise NotFoundError(f"snapshot {snapshot_id} does not exist; GET /snapshots lists them.")
     return await _request(
@@ -121,9 +121,9 @@ async def _request(ctx: Context, **request: Any) -> dict[str, Any]:
     """
     await _check_not_busy(ctx)
     try:
-        restore_id = await rq.create(ctx.catalog.pool, ctx.catalog, **request)
-    except rq.AnotherRestoreActive:
-        active = await rq.active(ctx.catalog.pool, ctx.catalog)
+        restore_id = await restore_rows.create(ctx.catalog.pool, ctx.catalog, **request)
+    except restore_rows.AnotherRestoreActive:
+        active = await restore_rows.active(ctx.catalog.pool, ctx.catalog)
         if not active:  # it ended in the meantime: the caller may simply try again
             raise BusyError(
                 "cannot start a restore: another restore was active a moment ago; try again."
@@ -148,7 +148,7 @@ def _busy_message(active: dict[str, Any]) -> str:
 
 
 async def _check_not_busy(ctx: Context) -> None:
-    active = await rq.active(ctx.catalog.pool, ctx.catalog)
+    active = await restore_rows.active(ctx.catalog.pool, ctx.catalog)
     if active:
         raise BusyError(_busy_message(active[0]))
     async with operation_lock(ctx.catalog, "restore"):

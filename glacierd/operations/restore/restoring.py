@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from glacierd.catalog import backups as q
-from glacierd.catalog import restores as rq
+from glacierd.catalog import backups as backup_rows
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import describe_error
@@ -57,7 +57,7 @@ class RestoringStep:
     async def run(self) -> None:
         cfg = self.ctx.config
         async with operation_lock(self.cat, "restore"):
-            r = self.r = await rq.get(self.pool, self.cat, self.r["id"]) or self.r
+            r = self.r = await restore_rows.get(self.pool, self.cat, self.r["id"]) or self.r
             if r["state"] != "restoring":
                 raise RequestMoved(f"restore {r['id']} is {r['state']}, no longer restoring")
             steps, options = r["steps"], r["options"]
@@ -68,7 +68,7 @@ class RestoringStep:
                 await _check_orphan_dir(cfg.files.orphan_dir)  # before the first change
             if options["database"] and cfg.restore.snapshot and "snapshot" not in steps:
                 snap = await take_snapshot(self.ctx, reason=f"before restore {r['id']}")
-                await rq.mark_step(self.pool, self.cat, r["id"], "snapshot", snap)
+                await restore_rows.mark_step(self.pool, self.cat, r["id"], "snapshot", snap)
                 self.rlog.info("restore.snapshot_taken", **snap)
             await self._files_and_database(rows, dump)
             if with_files and "orphans" not in steps and not await self._orphans():
@@ -88,7 +88,7 @@ class RestoringStep:
                 cfg.files.orphan_dir,
                 compare=cfg.restore.compare,
                 record=steps.get("files_placed"),
-                save=lambda record: rq.mark_step(
+                save=lambda record: restore_rows.mark_step(
                     self.pool, self.cat, r["id"], "files_placed", record
                 ),
             )
@@ -116,11 +116,11 @@ class RestoringStep:
                 await asyncio.shield(remove_placed(placement))
             raise
         if info is not None:
-            await rq.mark_step(self.pool, self.cat, r["id"], "database", info)
+            await restore_rows.mark_step(self.pool, self.cat, r["id"], "database", info)
             self.rlog.info("restore.database_restored", **info)
         if placed is not None:
             summary = placed.summary(cfg.files.orphan_dir)
-            await rq.mark_step(self.pool, self.cat, r["id"], "files", summary)
+            await restore_rows.mark_step(self.pool, self.cat, r["id"], "files", summary)
             self.rlog.info(
                 "restore.files_restored", placed=summary["placed"], replaced=summary["replaced"]
             )
@@ -147,14 +147,14 @@ class RestoringStep:
         assert orphan_dir is not None and root is not None and r["backup_id"] is not None
         known = {
             a["path"]
-            for a in await q.backup_archives(self.pool, self.cat, r["backup_id"])
+            for a in await backup_rows.backup_archives(self.pool, self.cat, r["backup_id"])
             if a["kind"] == "file"
         }
         walked = await attachments.walk(root)
         moved = await move_orphans(
             root, orphan_dir, [f.path for f in walked.files if f.path not in known]
         )
-        await rq.mark_step(
+        await restore_rows.mark_step(
             self.pool, self.cat, r["id"], "orphans", {"moved": len(moved), "to": str(orphan_dir)}
         )
         if moved:
@@ -164,7 +164,7 @@ class RestoringStep:
         """The dump to restore: the snapshot's (verified again here), else the fetched one."""
         snapshot_id = self.r["snapshot_id"]
         if snapshot_id is not None:
-            snap = await rq.get_snapshot(self.pool, self.cat, snapshot_id)
+            snap = await restore_rows.get_snapshot(self.pool, self.cat, snapshot_id)
             if snap is None:
                 raise RestoreFailed(f"snapshot {snapshot_id} is gone; nothing was changed.")
             digest = await asyncio.to_thread(sha256_of, Path(snap["path"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glacierd.catalog import restores as rq
+from glacierd.catalog import restores as restore_rows
 from glacierd.context import Context
 from glacierd.operations.inventory import NotFoundError
 from glacierd.operations.views import archive_view, iso
@@ -12,10 +12,10 @@ from glacierd.operations.views import archive_view, iso
 
 async def restore_view(ctx: Context, restore_id: int) -> dict[str, Any]:
     pool, cat = ctx.catalog.pool, ctx.catalog
-    r = await rq.get(pool, cat, restore_id)
+    r = await restore_rows.get(pool, cat, restore_id)
     if r is None:
         raise NotFoundError(f"restore {restore_id} does not exist; GET /restores lists them.")
-    rows = await rq.archives(pool, cat, restore_id)
+    rows = await restore_rows.archives(pool, cat, restore_id)
     counts: dict[str, int] = {}
     for a in rows:
         counts[a["retrieval_status"]] = counts.get(a["retrieval_status"], 0) + 1
@@ -51,4 +51,4 @@ def restore_summary(r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_restores(ctx: Context) -> list[dict[str, Any]]:
-    return [restore_summary(r) for r in await rq.list_all(ctx.catalog.pool, ctx.catalog)]
+    return [restore_summary(r) for r in await restore_rows.list_all(ctx.catalog.pool, ctx.catalog)]
