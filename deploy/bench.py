@@ -390,7 +390,6 @@ async def _restore_child(dump: Path, dbname: str, work: Path) -> dict[str, Any]:
         dump=dump,
         conninfo=conninfo_for(dbname),
         pg_restore="pg_restore",
-        pg_dump="pg_dump",
         psql="psql",
         catalog_schema=CATALOG_SCHEMA,
         work_dir=work,

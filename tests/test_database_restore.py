@@ -48,7 +48,6 @@ async def run(dbname: str, dump: Path, tmp_path: Path, pg_restore: str = "pg_res
         dump=dump,
         conninfo=parse_conninfo(pg.dsn_for(dbname)),
         pg_restore=pg_restore,
-        pg_dump="pg_dump",
         psql="psql",
         catalog_schema="glacierd",
         work_dir=tmp_path,

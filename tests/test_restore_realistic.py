@@ -101,7 +101,6 @@ async def restore(db: Db, tmp_path: Path, *, lock_timeout: float = 10) -> dict[s
             dump=db.dump,
             conninfo=parse_conninfo(pg.dsn_for(db.name)),
             pg_restore="pg_restore",
-            pg_dump="pg_dump",
             psql="psql",
             catalog_schema=CATALOG,
             work_dir=tmp_path / "work",

@@ -119,10 +119,6 @@ class WalkResult:
     files: list[FileEntry] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def _is_loop(exc: BaseException) -> bool:
     # Path.resolve raises RuntimeError for a loop on Python 3.11/3.12, OSError(ELOOP) later.
@@ -202,8 +198,6 @@ async def walk(root: Path) -> WalkResult:
 
 
 # ---------------------------------------------------------------- comparing with an archive
-
-COMPARE_MODES = ("size", "sha256")
 
 
 def sha256_of(path: Path) -> str | None:

@@ -63,13 +63,8 @@ async def restore_dump(
     work_dir: Path,
     lock_timeout_seconds: float,
     terminate_connections: bool,
-    pg_dump: str | None = None,
 ) -> dict[str, int]:
-    """Replace the database's contents with the dump's, in one transaction.
-
-    ``pg_dump`` is not used any more (the drop phase is computed by the server); it is still
-    accepted so that callers need not change."""
-    del pg_dump
+    """Replace the database's contents with the dump's, in one transaction."""
     env = conninfo.libpq_env()
     restore_tool = find_tool(pg_restore, "database.pg_restore")
     psql_tool = find_tool(psql, "database.psql")

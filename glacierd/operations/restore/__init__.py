@@ -29,15 +29,13 @@ placed.py, placement.py and moving.py.
 
 from glacierd.operations.restore.driver import RestoreDriver
 from glacierd.operations.restore.errors import RestoreFailed
-from glacierd.operations.restore.plan import plan_restore, start_restore, start_snapshot_restore
-from glacierd.operations.restore.views import list_restores, restore_summary, restore_view
+from glacierd.operations.restore.plan import start_restore, start_snapshot_restore
+from glacierd.operations.restore.views import list_restores, restore_view
 
 __all__ = [
     "RestoreDriver",
     "RestoreFailed",
     "list_restores",
-    "plan_restore",
-    "restore_summary",
     "restore_view",
     "start_restore",
     "start_snapshot_restore",

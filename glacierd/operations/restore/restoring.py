@@ -104,7 +104,6 @@ class RestoringStep:
                     dump=dump,
                     conninfo=cfg.database.conninfo,
                     pg_restore=cfg.database.pg_restore,
-                    pg_dump=cfg.database.pg_dump,
                     psql=cfg.database.psql,
                     catalog_schema=cfg.catalog.schema,
                     work_dir=cfg.state_dir / "work",
