@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from glacierd.sources.conninfo import ConnInfo, parse_conninfo
+from glacierd.pgconnect.conninfo import ConnInfo, parse_conninfo
 from glacierd.sources.database_restore import restore_dump
 
 ADMIN_DSN = os.environ.get("GLACIERD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -390,7 +390,6 @@ async def _restore_child(dump: Path, dbname: str, work: Path) -> dict[str, Any]:
         dump=dump,
         conninfo=conninfo_for(dbname),
         pg_restore="pg_restore",
-        pg_dump="pg_dump",
         psql="psql",
         catalog_schema=CATALOG_SCHEMA,
         work_dir=work,

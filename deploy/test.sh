@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite (what CI runs): installs what the tests need on Debian 12
 # (postgresql-client, python3-venv), makes sure PostgreSQL answers on 127.0.0.1:5432,
-# builds .venv from pyproject.toml with the test extras if needed, then ruff and pytest.
+# builds .venv from pyproject.toml with the test extras if needed, then ruff, mypy and pytest.
 # Extra arguments go to pytest. Every test has a time limit (pytest-timeout, set in
 # pyproject.toml), so a hang fails that test instead of stalling CI. The tests connect as
 # GLACIERD_TEST_PG (default postgresql://postgres@127.0.0.1:5432/postgres, which needs trust
@@ -31,6 +31,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     touch .venv/.installed
 fi
 .venv/bin/ruff check glacierd tests
+.venv/bin/mypy  # checks glacierd/ as configured in pyproject.toml ([tool.mypy])
 # Refuse to run without the per-test limit (an old .venv may predate it).
 .venv/bin/python -c 'import pytest_timeout' 2>/dev/null || .venv/bin/pip install -q -e '.[test]'
 exec .venv/bin/pytest -q "$@"

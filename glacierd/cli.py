@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from glacierd import __version__
 from glacierd.api import client
 from glacierd.catalog import Catalog
-from glacierd.catalog import backups as backups_q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.catalog.migrations import catalog_state, migrate
 from glacierd.config import TIERS, Config, ConfigError, load_config
@@ -88,7 +89,7 @@ async def cmd_backup(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read_backups(cfg: Config, limit: int) -> list[dict] | None:
+async def _read_backups(cfg: Config, limit: int) -> list[dict[str, Any]] | None:
     """The newest backups, or None when the catalog schema does not exist yet; never
     creates or upgrades the schema (``list`` is read-only)."""
     catalog = Catalog(cfg.catalog.conninfo, cfg.catalog.schema)
@@ -103,7 +104,7 @@ async def _read_backups(cfg: Config, limit: int) -> list[dict] | None:
                 "which this glacierd brings",
                 "run 'glacierd migrate' (or start the daemon) first",
             )
-        rows = await backups_q.list_backups(catalog.pool, catalog, limit)
+        rows = await backup_rows.list_backups(catalog.pool, catalog, limit)
     finally:
         await catalog.close()
     return [inventory.backup_summary(r) for r in rows]
@@ -136,7 +137,7 @@ async def cmd_list(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_restore(r: dict) -> None:
+def _print_restore(r: dict[str, Any]) -> None:
     line = f"restore {r['id']}: {r['state']}"
     by_status = r.get("archives", {}).get("by_status", {})
     if by_status:
@@ -214,7 +215,8 @@ async def cmd_doctor(cfg: Config, args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
-COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], Awaitable[int]]]] = {
+Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
+COMMANDS: dict[str, tuple[str, Command]] = {
     "serve": ("run the daemon: scheduler, control API, SNS endpoint", cmd_serve),
     "backup": ("run one backup now and wait for it", cmd_backup),
     "list": ("list backups", cmd_list),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from glacierd.catalog import schedule as schedule_q
+from glacierd.catalog import schedule as schedule_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.context import Context
 from glacierd.operations.backup import start_backup
@@ -63,7 +63,9 @@ async def scheduled_backup(ctx: Context, trigger: str) -> None:
         log.warning("schedule.backup_skipped", trigger=trigger, reason=str(exc))
         return
     if due is not None:
-        await schedule_q.record_scheduled_for(ctx.catalog.pool, ctx.catalog, handle.backup_id, due)
+        await schedule_rows.record_scheduled_for(
+            ctx.catalog.pool, ctx.catalog, handle.backup_id, due
+        )
     log.info(
         "schedule.backup_started",
         trigger=trigger,
@@ -80,17 +82,19 @@ async def missed_run(ctx: Context, now: datetime | None = None) -> datetime | No
     schedule fired between then and now, a run was missed.
     """
     now = now or datetime.now(UTC)
-    since = await schedule_q.covered_until(ctx.catalog.pool, ctx.catalog)
+    since = await schedule_rows.covered_until(ctx.catalog.pool, ctx.catalog)
     if since is None:
         since = await ctx.catalog.pool.fetchval(
-            f"SELECT min(applied_at) FROM {ctx.catalog.q}.schema_migrations"
+            f"SELECT min(applied_at) FROM {ctx.catalog.schema_sql}.schema_migrations"
         )
     # A backup that ran for a fire time covers that time itself: look strictly after it.
     due = ctx.config.schedule.trigger().get_next_fire_time(since, since + _TICK)
     return due if due is not None and due <= now else None
 
 
-def tracked(ctx: Context, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[None]]:
+def tracked(
+    ctx: Context, func: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Coroutine[Any, Any, None]]:
     """A job function whose every run is tracked work of the context (``ctx.spawn``).
 
     The daemon's shutdown then gives a running job (a restore tick, a poll) the same grace

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from glacierd import sdnotify
 from glacierd.api.control import control_app
@@ -29,6 +32,7 @@ from glacierd.api.listener import connection_limit, quiet_accept_errors, start_l
 from glacierd.api.sns import sns_app
 from glacierd.config import Config
 from glacierd.context import Context, open_context
+from glacierd.debounce import Debounced
 from glacierd.notifications.sns import SnsVerifier
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
@@ -38,6 +42,44 @@ from glacierd.reload import Reloader
 from glacierd.scheduler import start_scheduler
 
 log = structlog.get_logger("glacierd.service")
+
+# Downloads that end within this long of each other cause one restore advance, not one each.
+RESTORE_KICK_SETTLE_SECONDS = 0.5
+
+
+@dataclass
+class Workers:
+    """The daemon's background workers, wired to each other through callbacks (operations
+    never look them up): an archive found ready goes to the fetcher; a download that ended
+    kicks the restore requests, debounced."""
+
+    fetcher: Fetcher
+    restorer: RestoreDriver
+    restore_kick: Debounced
+
+    def close(self) -> None:
+        """Take no new downloads (shutdown); running ones finish or are cancelled."""
+        self.fetcher.closed = True
+
+
+def wire_workers(ctx: Context, *, settle: Callable[[], Awaitable[object]] | None = None) -> Workers:
+    """The fetcher, the restore driver and the debounced restore kick, as ``serve`` runs
+    them (tests build the same; ``settle`` is the kick's pause)."""
+
+    def kick_restores(archive_id: int) -> None:
+        restore_kick.kick()  # a restore may be waiting for (or fail on) this archive
+
+    fetcher = Fetcher(ctx, on_fetched=kick_restores)
+    restorer = RestoreDriver(ctx, fetcher)
+    restore_kick = Debounced(
+        restorer.advance_all,
+        spawn=ctx.spawn,
+        settle=settle or (lambda: asyncio.sleep(RESTORE_KICK_SETTLE_SECONDS)),
+        # Stopping: a request simply resumes at the next start.
+        enabled=lambda: not ctx.stopping,
+        name="restore-advance",
+    )
+    return Workers(fetcher, restorer, restore_kick)
 
 
 async def _start_site(
@@ -62,7 +104,7 @@ async def _start_site(
     )
 
 
-def refuse_work_while_stopping(ctx: Context) -> Handler:
+def refuse_work_while_stopping(ctx: Context) -> Middleware:
     """Control-API middleware: once stopping, only reads are answered; anything that would
     start work (a backup, a restore, a retrieval, a deletion) gets 503."""
 
@@ -76,7 +118,7 @@ def refuse_work_while_stopping(ctx: Context) -> Handler:
             )
         return await handler(request)
 
-    return middleware  # type: ignore[return-value]
+    return middleware
 
 
 def _poll_job(ctx: Context, poller: Poller) -> dict[str, Any]:
@@ -119,11 +161,11 @@ async def serve(config: Config) -> int:
 
     async with open_context(config) as ctx, contextlib.AsyncExitStack() as stack:
         interrupted = await recover_interrupted(ctx)
-        ctx.fetcher = Fetcher(ctx)
-        ctx.restorer = RestoreDriver(ctx)
+        workers = wire_workers(ctx)
+        on_ready = workers.fetcher.enqueue
         runners: list[web.AppRunner] = []
         api, sns = config.api, config.sns
-        control = control_app(ctx)
+        control = control_app(ctx, on_ready=on_ready, kick_restores=workers.restore_kick.kick)
         # Innermost, after the Host and token checks: strangers learn nothing new from it.
         control.middlewares.append(refuse_work_while_stopping(ctx))
         listeners: list[tuple[str, web.Application, str | None, int | None, str | None]] = [
@@ -137,7 +179,8 @@ async def serve(config: Config) -> int:
                     subscribe_url_override=sns.cert_url_override,
                 )
             )
-            listeners.append(("sns", sns_app(ctx, verifier, sns.path), sns.host, sns.port, None))
+            app = sns_app(ctx, verifier, sns.path, on_ready=on_ready)
+            listeners.append(("sns", app, sns.host, sns.port, None))
         for section, app, host, port, socket_path in listeners:
             try:
                 runners.append(
@@ -154,10 +197,10 @@ async def serve(config: Config) -> int:
                 for runner in runners:
                     await runner.cleanup()
                 return 1
-        poller = Poller(ctx, config.schedule.poll_interval_seconds)
+        poller = Poller(ctx, config.schedule.poll_interval_seconds, on_ready=on_ready)
 
         def interval_jobs() -> list[dict[str, Any]]:
-            return [_poll_job(ctx, poller), _restore_job(ctx, ctx.restorer)]
+            return [_poll_job(ctx, poller), _restore_job(ctx, workers.restorer)]
 
         scheduler = await start_scheduler(ctx, interval_jobs())
         reloader.attach(ctx, scheduler, poller, interval_jobs)
@@ -184,7 +227,7 @@ async def serve(config: Config) -> int:
         sdnotify.notify("STOPPING=1\nSTATUS=glacierd is stopping")
         log.info("service.stopping", running_tasks=len(ctx.tasks))
         scheduler.pause()  # running jobs go on (they are ctx tasks); no new runs start
-        ctx.fetcher.closed = True
+        workers.close()
         # The control API (runners[0]) stays up during the drain to answer 503 to new work;
         # the SNS endpoint closes now (SNS redelivers what it could not post).
         for runner in runners[1:]:

@@ -32,7 +32,7 @@ from tests.test_backup_faults import ThreadedFaultProxy
 
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -118,10 +118,12 @@ async def test_cleanup_never_deletes_an_object_another_archive_uses(ctx: Context
     shared = kept["cache_free_name.txt"]["store_key"]
     pool, cat = ctx.catalog.pool, ctx.catalog
     failed = await pool.fetchval(
-        f"INSERT INTO {cat.q}.backups (status, error) VALUES ('failed', 'old') RETURNING id"
+        f"INSERT INTO {cat.schema_sql}.backups (status, error) VALUES ('failed', 'old') "
+        "RETURNING id"
     )
     await pool.execute(
-        f"INSERT INTO {cat.q}.archives (kind, store_name, store_key, path, size, created_by) "
+        f"INSERT INTO {cat.schema_sql}.archives "
+        "(kind, store_name, store_key, path, size, created_by) "
         "VALUES ('file', $1, $2, 'cache_free_name.txt', 6, $3)",
         ctx.store.name,
         shared,

@@ -17,15 +17,15 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations import inventory
 from glacierd.operations.backup import attempt_key, run_backup, start_backup
 from glacierd.operations.recovery import recover_interrupted
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources import attachments
-from glacierd.sources.conninfo import parse_conninfo
 from glacierd.sources.database import DatabaseSourceError, check_pg_dump
 from tests import pg
 
@@ -35,7 +35,7 @@ from tests import pg
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
     """Run SQL on the catalog; "{s}" stands for the quoted catalog schema."""
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -496,25 +496,25 @@ async def test_recovery_marks_a_crashed_backup_failed_and_removes_its_partial_da
     # What a process killed mid-backup leaves: a running row, its dump, a file archive that
     # finished uploading, one that did not, and a partial object in the store.
     pool, cat = ctx.catalog.pool, ctx.catalog
-    crashed = await q.create_backup(pool, cat, "test", "app")
+    crashed = await backup_rows.create_backup(pool, cat, "test", "app")
     vault = ctx.config.store.local.path  # type: ignore[union-attr]
     (vault / "database").mkdir(exist_ok=True)
     (vault / "database/crashed.dump").write_bytes(b"PGDMP half")
     (vault / "files/new").mkdir(parents=True)
     (vault / "files/new/finished.bin").write_bytes(b"finished")
     (vault / "files/new/.half.bin.glacierd-partial").write_bytes(b"hal")
-    dump_id, finished_id, half_id = await q.insert_archives(
+    dump_id, finished_id, half_id = await backup_rows.insert_archives(
         pool,
         cat,
         crashed,
         "local",
         [
-            q.NewArchive("database", "database/crashed.dump", None, None),
-            q.NewArchive("file", "files/new/finished.bin", "new/finished.bin", 8),
-            q.NewArchive("file", "files/new/half.bin", "new/half.bin", 100),
+            backup_rows.NewArchive("database", "database/crashed.dump", None, None),
+            backup_rows.NewArchive("file", "files/new/finished.bin", "new/finished.bin", 8),
+            backup_rows.NewArchive("file", "files/new/half.bin", "new/half.bin", 100),
         ],
     )
-    await q.mark_stored(
+    await backup_rows.mark_stored(
         pool,
         cat,
         [
@@ -594,7 +594,7 @@ async def test_catalog_statements_do_not_grow_with_the_number_of_files(
 
     calls: dict[str, list[int]] = {"insert_archives": [], "mark_stored": []}
     mark_statements: list[int] = []
-    real_insert, real_mark = q.insert_archives, q.mark_stored
+    real_insert, real_mark = backup_rows.insert_archives, backup_rows.mark_stored
 
     async def insert_archives(db: Any, cat: Any, backup_id: int, store: str, new: list) -> Any:
         calls["insert_archives"].append(len(new))
@@ -606,8 +606,8 @@ async def test_catalog_statements_do_not_grow_with_the_number_of_files(
         await real_mark(db, cat, stored)
         mark_statements.append(counter.count - before)
 
-    monkeypatch.setattr(q, "insert_archives", insert_archives)
-    monkeypatch.setattr(q, "mark_stored", mark_stored)
+    monkeypatch.setattr(backup_rows, "insert_archives", insert_archives)
+    monkeypatch.setattr(backup_rows, "mark_stored", mark_stored)
     counter = StatementCounter(monkeypatch)
 
     add_files(files_root, "few", 3)

@@ -148,13 +148,14 @@ async def test_a_catch_up_covers_every_run_missed_so_far(
     settings = make_settings(schedule={"enabled": True, "backup_cron": "0 3 * * *"})
     async with open_context(config_from_dict(settings)) as ctx:
         await ctx.catalog.pool.execute(
-            f"UPDATE {ctx.catalog.q}.schema_migrations SET applied_at = now() - interval '3 days'"
+            f"UPDATE {ctx.catalog.schema_sql}.schema_migrations "
+            "SET applied_at = now() - interval '3 days'"
         )
         assert await missed_run(ctx) is not None
         await scheduled_backup(ctx, "catch-up")
         await asyncio.gather(*ctx.tasks)
         row = await ctx.catalog.pool.fetchrow(
-            f"SELECT status, trigger, scheduled_for FROM {ctx.catalog.q}.backups"
+            f"SELECT status, trigger, scheduled_for FROM {ctx.catalog.schema_sql}.backups"
         )
         assert (row["status"], row["trigger"]) == ("completed", "catch-up")
         assert row["scheduled_for"] == last_fire_time(

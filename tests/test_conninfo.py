@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from glacierd.sources.conninfo import ConnInfo, ConnInfoError, parse_conninfo
+from glacierd.pgconnect.conninfo import ConnInfo, ConnInfoError, parse_conninfo
 
 PG_VARS = (
     "PGHOST",

@@ -32,7 +32,7 @@ from glacierd.catalog.pool import Catalog, CatalogError
 from glacierd.config import ConfigError, config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
-from glacierd.sources.conninfo import parse_conninfo
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources.database import DatabaseSourceError, PgDump
 from tests import pg
 from tests.daemon import free_port

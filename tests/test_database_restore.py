@@ -10,9 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from glacierd.sources import database_restore
-from glacierd.sources.conninfo import parse_conninfo
-from glacierd.sources.database_restore import RestoreError, restore_dump
+from glacierd.pgconnect.conninfo import parse_conninfo
+from glacierd.sources import restore_transaction
+from glacierd.sources.database import RestoreError
+from glacierd.sources.database_restore import restore_dump
 from tests import pg
 
 SCHEMA = """
@@ -47,7 +48,6 @@ async def run(dbname: str, dump: Path, tmp_path: Path, pg_restore: str = "pg_res
         dump=dump,
         conninfo=parse_conninfo(pg.dsn_for(dbname)),
         pg_restore=pg_restore,
-        pg_dump="pg_dump",
         psql="psql",
         catalog_schema="glacierd",
         work_dir=tmp_path,
@@ -79,8 +79,8 @@ async def test_a_failing_pg_restore_after_large_objects_changes_nothing(
     name, dump = db_with_blob
     # Stream the script through in small pieces, as with a large database: everything but
     # the last bytes reaches psql before pg_restore's exit status is known.
-    monkeypatch.setattr(database_restore, "_HEADER_BYTES", 4096)
-    monkeypatch.setattr(database_restore, "_TAIL_BYTES", 512)
+    monkeypatch.setattr(restore_transaction, "_HEADER_BYTES", 4096)
+    monkeypatch.setattr(restore_transaction, "_TAIL_BYTES", 512)
     before = await state(name)
     assert before[0] == ["later", "photos", "rows"] and before[1] == 10
     # The whole script, large objects included, then a failure exit: no COMMIT may happen.

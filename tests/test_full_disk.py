@@ -18,8 +18,8 @@ from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
 from glacierd.operations.fetch import LocalFetchError, fetch_archive, fetched_path
-from glacierd.operations.retrieval import request_archive
-from glacierd.operations.snapshot import take_snapshot
+from glacierd.operations.restore.snapshot import take_snapshot
+from glacierd.operations.retrieval import no_follow_up, request_archive
 from glacierd.pipeline.files import write_atomically
 from glacierd.stores.local import LocalStore
 from tests.small_fs import fill, free_bytes
@@ -92,9 +92,9 @@ async def test_a_fetch_into_a_full_state_dir_leaves_no_partial_copy(
     async with open_context(config_from_dict(settings)) as ctx:
         await run_backup(ctx, "test")
         [row] = await ctx.catalog.pool.fetch(
-            f"SELECT * FROM {ctx.catalog.q}.archives WHERE path = 'big.bin'"
+            f"SELECT * FROM {ctx.catalog.schema_sql}.archives WHERE path = 'big.bin'"
         )
-        await request_archive(ctx, dict(row), None, source="test")
+        await request_archive(ctx, dict(row), None, source="test", on_ready=no_follow_up)
         with pytest.raises(LocalFetchError) as raised:
             await fetch_archive(ctx, row["id"])
         # The operator's sentence names the full directory; the cause is the real ENOSPC.
@@ -104,7 +104,8 @@ async def test_a_fetch_into_a_full_state_dir_leaves_no_partial_copy(
         assert everything(state / "fetched") == []
         assert not fetched_path(state, row["id"]).exists()
         status = await ctx.catalog.pool.fetchval(
-            f"SELECT retrieval_status FROM {ctx.catalog.q}.archives WHERE id = $1", row["id"]
+            f"SELECT retrieval_status FROM {ctx.catalog.schema_sql}.archives WHERE id = $1",
+            row["id"],
         )
         assert status == "ready"  # not local: nothing half-written counts as fetched
 
@@ -120,7 +121,10 @@ async def test_a_snapshot_on_a_full_disk_leaves_nothing_and_the_next_one_works(
         assert raised.value.errno == errno.ENOSPC
         assert everything(state / "snapshots") == []
         assert (
-            await ctx.catalog.pool.fetchval(f"SELECT count(*) FROM {ctx.catalog.q}.snapshots") == 0
+            await ctx.catalog.pool.fetchval(
+                f"SELECT count(*) FROM {ctx.catalog.schema_sql}.snapshots"
+            )
+            == 0
         )
         filler.unlink()
         snap = await take_snapshot(ctx, reason="test")
@@ -135,9 +139,9 @@ async def test_files_glacierd_writes_for_itself_are_private_whatever_the_umask(
     try:
         async with open_context(config_from_dict(settings)) as ctx:
             await run_backup(ctx, "test")
-            rows = await ctx.catalog.pool.fetch(f"SELECT * FROM {ctx.catalog.q}.archives")
+            rows = await ctx.catalog.pool.fetch(f"SELECT * FROM {ctx.catalog.schema_sql}.archives")
             for row in rows:
-                await request_archive(ctx, dict(row), None, source="test")
+                await request_archive(ctx, dict(row), None, source="test", on_ready=no_follow_up)
             snap = await take_snapshot(ctx, reason="test")
             for row in rows:
                 await fetch_archive(ctx, row["id"])

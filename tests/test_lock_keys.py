@@ -65,7 +65,7 @@ async def test_two_schemas_run_backups_at_the_same_time(two: tuple[Context, Cont
     done = await asyncio.wait_for(asyncio.gather(first.task, second.task), 120)
     assert [s["backup_id"] for s in done] == [1, 1]
     for ctx in (a, b):
-        rows = await ctx.catalog.pool.fetch(f"SELECT status FROM {ctx.catalog.q}.backups")
+        rows = await ctx.catalog.pool.fetch(f"SELECT status FROM {ctx.catalog.schema_sql}.backups")
         assert [r["status"] for r in rows] == ["completed"]
 
 

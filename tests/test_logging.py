@@ -18,7 +18,7 @@ import structlog
 
 from glacierd.config import LoggingConfig
 from glacierd.logs import configure_logging, redact, redact_text
-from glacierd.sources.conninfo import parse_conninfo
+from glacierd.pgconnect.conninfo import parse_conninfo
 from glacierd.sources.database import PgDump
 from tests import pg
 from tests.conftest import to_toml

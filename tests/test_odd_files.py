@@ -20,13 +20,13 @@ from glacierd.catalog.migrations import available_migrations, migrate
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
-from glacierd.operations.restore import RestoreDriver, RestoreFailed, restore_view, start_restore
+from glacierd.operations.restore import RestoreFailed, restore_view, start_restore
 from glacierd.sources import attachments
 from glacierd.stores import keys as keys_module
 from tests.aws_fixtures import REGION
 from tests.small_fs import fill
 from tests.store_listing import listing
+from tests.wiring import wire, workers_of
 
 # Names as the kernel stores them: bytes. Each one must come back exactly.
 LATIN1 = b"caf\xe9.txt"  # not valid UTF-8 (a Latin-1 é)
@@ -117,12 +117,11 @@ def open_ctx(
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         settings = make_settings(store=store_settings, **overrides)
         async with open_context(config_from_dict(settings)) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -134,9 +133,8 @@ async def settle(ctx: Context) -> None:
 
 
 async def drive(ctx: Context, restore_id: int) -> dict[str, Any]:
-    assert ctx.restorer is not None
     for _ in range(600):
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -243,25 +241,26 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
     config = config_from_dict(settings)
     async with open_context(config, apply_migrations=False) as ctx:
         cat, pool = ctx.catalog, ctx.catalog.pool
-        await pool.execute(f"CREATE SCHEMA {cat.q}")
+        await pool.execute(f"CREATE SCHEMA {cat.schema_sql}")
         await pool.execute(
-            f"CREATE TABLE {cat.q}.schema_migrations (version integer PRIMARY KEY, "
+            f"CREATE TABLE {cat.schema_sql}.schema_migrations (version integer PRIMARY KEY, "
             "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         for version, name, sql in available_migrations():
             if version <= 2:  # the catalog as the released version left it
-                await pool.execute(sql.replace("{schema}", cat.q))
+                await pool.execute(sql.replace("{schema}", cat.schema_sql))
                 await pool.execute(
-                    f"INSERT INTO {cat.q}.schema_migrations VALUES ($1, $2)", version, name
+                    f"INSERT INTO {cat.schema_sql}.schema_migrations VALUES ($1, $2)", version, name
                 )
         old_backup = await pool.fetchval(
-            f"INSERT INTO {cat.q}.backups (status, trigger) VALUES ('completed', 'test') "
+            f"INSERT INTO {cat.schema_sql}.backups (status, trigger) VALUES ('completed', 'test') "
             "RETURNING id"
         )
         for name, data in literal.items():
             stored = await ctx.store.put(f"files/{name}", _one(data), kind="file")
             archive_id = await pool.fetchval(
-                f"INSERT INTO {cat.q}.archives (kind, state, store_name, store_key, path, size, "
+                f"INSERT INTO {cat.schema_sql}.archives "
+                "(kind, state, store_name, store_key, path, size, "
                 "sha256, storage_class) VALUES ('file', 'stored', $1, $2, $3, $4, $5, 'LOCAL') "
                 "RETURNING id",
                 ctx.store.name,
@@ -271,13 +270,15 @@ async def test_paths_recorded_before_escaping_are_migrated_and_adopted(
                 stored.sha256,
             )
             await pool.execute(
-                f"INSERT INTO {cat.q}.backup_archives VALUES ($1, $2)", old_backup, archive_id
+                f"INSERT INTO {cat.schema_sql}.backup_archives VALUES ($1, $2)",
+                old_backup,
+                archive_id,
             )
         await migrate(cat)
-        paths = {r["path"] for r in await pool.fetch(f"SELECT path FROM {cat.q}.archives")}
+        paths = {r["path"] for r in await pool.fetch(f"SELECT path FROM {cat.schema_sql}.archives")}
         assert paths == {"caf%25E9.txt", "line%0Abreak.txt"}
 
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        wire(ctx)
         summary = await run_backup(ctx, "test")
         assert summary["new_files"] == 3  # the fixture's three files; the old two adopted
 
@@ -321,7 +322,7 @@ async def test_a_failure_on_an_odd_name_fails_the_restore_with_a_readable_reason
     root = small_fs("odd-root", "1m")
     write_bytes_path(root, b"\xff-big.bin", os.urandom(300_000))
     async with open_context(config_from_dict(make_settings(files={"root": str(root)}))) as ctx:
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        wire(ctx)
         summary = await run_backup(ctx, "test")
         os.unlink(os.fsencode(root) + b"/\xff-big.bin")
         fill(root, leave=100_000)

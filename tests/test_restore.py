@@ -21,13 +21,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-import glacierd.operations.restore as restore_module
-from glacierd.catalog import restores as rq
+import glacierd.operations.restore.restoring as restoring_step
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
+from glacierd.operations import inventory
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher, fetch_archive
+from glacierd.operations.fetch import fetch_archive
 from glacierd.operations.restore import (
     RestoreDriver,
     RestoreFailed,
@@ -37,6 +38,7 @@ from glacierd.operations.restore import (
 )
 from tests import pg
 from tests.restore_schema import CHANGES, RICH_SCHEMA, DbState, capture
+from tests.wiring import wire, workers_of
 
 # ------------------------------------------------------------------------------------------
 # helpers
@@ -46,7 +48,7 @@ REAL_PG_RESTORE = shutil.which("pg_restore") or "pg_restore"
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
     """Run SQL on the catalog; "{s}" stands for the quoted catalog schema."""
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -66,11 +68,10 @@ async def settle(ctx: Context) -> None:
 
 async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[str, Any]:
     """Advance the request like the daemon's ticks do, until it is restored or failed."""
-    assert ctx.restorer is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -144,12 +145,11 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
     @asynccontextmanager
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         async with open_context(config_from_dict(make_settings(**overrides))) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -284,6 +284,28 @@ async def failed_attempt(
     return view
 
 
+async def test_a_restore_shows_its_archives_as_the_backup_does(
+    app_db: str, open_ctx: Callable[..., Any], files_root: Path
+):
+    """One archive view: GET /restores/{id} and GET /backups/{id} show an archive with the
+    same fields and values (a backup marks a file already on disk "exists")."""
+    async with open_ctx() as ctx:
+        b1 = bid(await run_backup(ctx, "test"))
+        (files_root / "ab/cd/abcd1234").unlink()
+        view = restored(await restore(ctx, b1))
+        detail = await inventory.backup_detail(ctx, b1)
+        shown = {a["id"]: a for a in detail["archives"]}
+        items = view["archives"]["items"]
+        assert sorted(a["kind"] for a in items) == ["database", "file"]
+        for item in items:
+            backup_item = shown[item["id"]]
+            assert set(item) == set(backup_item)
+            assert {**item, "status": None} == {**backup_item, "status": None}
+            assert item["status"] == "local" and item["retrieval_error"] is None
+            # The file is back on disk: the backup's view says so.
+            assert backup_item["status"] == ("exists" if item["kind"] == "file" else "local")
+
+
 async def test_an_unusable_orphan_folder_fails_the_restore_before_any_change(
     rich_db: str, open_ctx: Callable[..., Any], files_root: Path, tmp_path: Path
 ):
@@ -297,8 +319,12 @@ async def test_an_unusable_orphan_folder_fails_the_restore_before_any_change(
         before_db, before_files = await capture(rich_db), disk(files_root)
         view = await restore(ctx, b1)
         assert view["state"] == "failed"
-        assert f"files.orphan_dir {blocker / 'orphans'} cannot be used" in view["error"]
-        assert "nothing was changed" in view["error"]
+        # The sentence glacierd doctor shows for the same folder (one check for both).
+        assert view["error"] == (
+            f"files.orphan_dir {blocker / 'orphans'} cannot be created: {blocker} is not a "
+            "directory; point files.orphan_dir at a directory path beside files.root, then "
+            "request the restore again — nothing was changed."
+        )
         assert view["steps"] == {}  # not even a snapshot
         (await capture(rich_db)).assert_same(before_db)
         assert disk(files_root) == before_files
@@ -316,7 +342,7 @@ async def test_killed_pg_restore_changes_nothing(
         view = await failed_attempt(ctx, rich_db, b1, files_root, tmp_path / "orphans")
         assert "pg_restore exited with code -9" in view["error"]
         assert "the database was not changed" in view["error"]
-        raw = await rq.get(ctx.catalog.pool, ctx.catalog, view["id"])
+        raw = await restore_rows.get(ctx.catalog.pool, ctx.catalog, view["id"])
         assert raw is not None and list(raw["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
 
 
@@ -390,7 +416,7 @@ async def test_the_safety_snapshot_gives_back_the_pre_restore_state(
         view = restored(await restore(ctx, b1, files=False))
         (await capture(rich_db)).assert_same(at_backup)
         snap_id = view["steps"]["snapshot"]["id"]
-        [snap] = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        [snap] = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert snap["id"] == snap_id and Path(snap["path"]).is_file()
         assert f"before restore {view['id']}" in snap["reason"]
 
@@ -411,7 +437,7 @@ async def test_snapshot_retention_keeps_the_newest(
         for _ in range(3):
             view = restored(await restore(ctx, b1, files=False))
             taken.append(view["steps"]["snapshot"])
-        snaps = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        snaps = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert [s["id"] for s in snaps] == [taken[2]["id"], taken[1]["id"]]
         on_disk = sorted(p.name for p in (tmp_path / "state" / "snapshots").iterdir())
         assert on_disk == sorted(Path(s["path"]).name for s in snaps)
@@ -442,7 +468,7 @@ async def test_no_snapshot_when_switched_off(
         b1 = bid(await run_backup(ctx, "test"))
         view = restored(await restore(ctx, b1, files=False))
         assert "snapshot" not in view["steps"] and "database" in view["steps"]
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
         assert disk(tmp_path / "state" / "snapshots") == {}
 
 
@@ -461,17 +487,17 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         before_db, before_files = await capture(rich_db), disk(files_root)
 
         started = await start_restore(ctx, b1, options())
-        ctx.fetcher = None  # fetch by hand, so the copy can be damaged before it is used
-        assert ctx.restorer is not None
-        await ctx.restorer.advance_all()
+        # A driver without a fetcher: the request waits in "fetching", so the copies can be
+        # fetched by hand and one damaged before it is used.
+        await RestoreDriver(ctx, None).advance_all()
         assert (await restore_view(ctx, started["id"]))["state"] == "fetching"
-        needed = await rq.archives(ctx.catalog.pool, ctx.catalog, started["id"])
+        needed = await restore_rows.archives(ctx.catalog.pool, ctx.catalog, started["id"])
         assert sorted(a["kind"] for a in needed) == ["database", "file"]
         for a in needed:
             assert (await fetch_archive(ctx, a["id"]))["retrieval_status"] == "local"
         db = next(
             a
-            for a in await rq.archives(ctx.catalog.pool, ctx.catalog, started["id"])
+            for a in await restore_rows.archives(ctx.catalog.pool, ctx.catalog, started["id"])
             if a["kind"] == "database"
         )
         fetched = Path(db["local_path"])
@@ -486,14 +512,13 @@ async def test_a_corrupted_fetched_archive_is_refused_before_anything_changes(
         assert view["steps"] == {}
         (await capture(rich_db)).assert_same(before_db)
         assert disk(files_root) == before_files
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
         assert not fetched.exists()  # the bad copy is gone; a new request fetches it anew
         [again] = await rows(
             ctx, "SELECT retrieval_status FROM {s}.archives WHERE id = $1", db["id"]
         )
         assert again["retrieval_status"] == "available"
 
-        ctx.fetcher = Fetcher(ctx)
         restored(await restore(ctx, b1))
         (await capture(rich_db)).assert_same(at_backup)
 
@@ -687,16 +712,15 @@ async def test_busy_while_a_backup_or_another_restore_runs(
 
         # A request that reaches "restoring" while a backup holds the lock waits; it
         # neither fails nor changes anything, and completes once the lock is free.
-        assert ctx.restorer is not None
         before = pg.table_rows(app_db)
         async with operation_lock(ctx.catalog, "backup"):
             for _ in range(100):
-                await ctx.restorer.advance_all()
+                await workers_of(ctx).restorer.advance_all()
                 view = await restore_view(ctx, started["id"])
                 if view["state"] == "restoring":
                     break
                 await asyncio.sleep(0.05)
-            await ctx.restorer.advance_all()
+            await workers_of(ctx).restorer.advance_all()
             view = await restore_view(ctx, started["id"])
             assert view["state"] == "restoring" and view["error"] is None
             assert view["steps"] == {}
@@ -728,7 +752,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         async def no_cleanup(placement: object) -> None:
             return None
 
-        monkeypatch.setattr(restore_module, "remove_placed", no_cleanup)
+        monkeypatch.setattr(restoring_step, "remove_placed", no_cleanup)
     async with open_ctx(database={"pg_restore": str(slow)}) as ctx:
         b1 = bid(await run_backup(ctx, "test"))
         at_backup = await capture(rich_db)
@@ -751,7 +775,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
         await asyncio.gather(*running, return_exceptions=True)
         assert task.cancelled()
         assert processes_mentioning(str(slow)) == []  # killed together with psql
-        interrupted = await rq.get(ctx.catalog.pool, ctx.catalog, rid)
+        interrupted = await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid)
         assert interrupted is not None and interrupted["state"] == "restoring"
         assert "database" not in interrupted["steps"]
         assert list(interrupted["steps"]["files_placed"]["files"]) == ["ab/cd/abcd1234"]
@@ -763,7 +787,7 @@ async def test_a_restore_interrupted_during_the_database_step_resumes_after_a_re
     async with open_ctx() as ctx:  # a new daemon, with the real pg_restore
         view = restored(await drive(ctx, rid))
         assert view["steps"]["snapshot"] == snapshot  # no second snapshot
-        [snap] = await rq.snapshots(ctx.catalog.pool, ctx.catalog)
+        [snap] = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
         assert snap["id"] == snapshot["id"]
         (await capture(rich_db)).assert_same(at_backup)
         assert disk(files_root) == archived

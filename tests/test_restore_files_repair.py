@@ -24,10 +24,10 @@ from structlog.testing import capture_logs
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
-from glacierd.operations.restore import RestoreDriver, start_restore
+from glacierd.operations.restore import start_restore
 from tests.small_fs import fill
 from tests.test_restore import bid, disk, drive, options, pg_restore_wrapper, restore, settle
+from tests.wiring import wire
 
 
 @pytest.fixture
@@ -35,12 +35,11 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
     @asynccontextmanager
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         async with open_context(config_from_dict(make_settings(**overrides))) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -272,7 +271,7 @@ async def test_a_files_restore_that_runs_out_of_space_half_way_changes_nothing(
     archived = disk(root)
     settings = make_settings(files={"root": str(root)})
     async with open_context(config_from_dict(settings)) as ctx:
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        wire(ctx)
         b1 = bid(await run_backup(ctx, "test"))
         for name in archived:
             (root / name).unlink()

@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from glacierd.sources import database
-from glacierd.sources.conninfo import parse_conninfo
-from glacierd.sources.database import DatabaseSourceError, PgDump, tool_version
-from glacierd.sources.database_restore import RestoreError, restore_dump
+from glacierd.pgconnect.conninfo import parse_conninfo
+from glacierd.sources import processes
+from glacierd.sources.database import DatabaseSourceError, PgDump, RestoreError, tool_version
+from glacierd.sources.database_restore import restore_dump
 from tests import pg
 from tests.restore_schema import capture
 
@@ -150,8 +150,7 @@ async def test_a_pg_restore_list_that_never_ends_is_bounded(
     bulk_db: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     name, dump = bulk_db
-    monkeypatch.setattr(database, "TOOL_SECONDS", 1.0)
-    monkeypatch.setattr("glacierd.sources.database_restore.TOOL_SECONDS", 1.0)
+    monkeypatch.setattr(processes, "TOOL_SECONDS", 1.0)
     stuck = executable(tmp_path / "pg_restore-stuck", "sleep 300\n")
     restore = restore_dump(
         dump=dump,
@@ -225,7 +224,7 @@ async def test_a_dump_whose_helper_keeps_the_pipe_open_is_reaped(
 ):
     """A wrapper exits but leaves a background child holding stdout and stderr: no end of
     file ever comes. glacierd notices the exit and stops waiting for the pipe."""
-    monkeypatch.setattr(database, "REAP_SECONDS", 0.5)
+    monkeypatch.setattr(processes, "REAP_SECONDS", 0.5)
     pidfile = tmp_path / "helper.pid"
     start = "setsid sleep 300" if helper == "in a session of its own" else "sleep 300"
     wrapper = executable(
@@ -274,7 +273,7 @@ async def test_a_dump_waiting_for_a_lock_gives_up_when_asked_to(app_db: str):
 async def test_a_tool_that_never_answers_its_version_is_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(database, "TOOL_SECONDS", 1.0)
+    monkeypatch.setattr(processes, "TOOL_SECONDS", 1.0)
     stuck = executable(tmp_path / "pg_dump-silent", "sleep 300\n")
     with pytest.raises(DatabaseSourceError, match="did not answer within 1 s"):
         await asyncio.wait_for(tool_version(str(stuck), "database.pg_dump"), MARGIN)

@@ -14,8 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from glacierd.sources.conninfo import parse_conninfo
-from glacierd.sources.database_restore import RestoreError, restore_dump
+from glacierd.pgconnect.conninfo import parse_conninfo
+from glacierd.sources.database import RestoreError
+from glacierd.sources.database_restore import restore_dump
 from tests import pg
 from tests.restore_schema import CHANGES, RICH_SCHEMA, capture
 
@@ -100,7 +101,6 @@ async def restore(db: Db, tmp_path: Path, *, lock_timeout: float = 10) -> dict[s
             dump=db.dump,
             conninfo=parse_conninfo(pg.dsn_for(db.name)),
             pg_restore="pg_restore",
-            pg_dump="pg_dump",
             psql="psql",
             catalog_schema=CATALOG,
             work_dir=tmp_path / "work",

@@ -19,23 +19,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-import glacierd.operations.restore as restore_module
-from glacierd.catalog import restores as rq
+import glacierd.operations.restore.plan as restore_plan
+from glacierd.catalog import restores as restore_rows
 from glacierd.catalog.locks import BusyError
 from glacierd.config import config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
 from glacierd.operations.restore import RestoreDriver, restore_view, start_restore
 from tests import pg
 from tests.aws_fixtures import REGION, FaultProxy
+from tests.wiring import wire, workers_of
 
 # ------------------------------------------------------------------------------------------
 # helpers
 
 
 async def rows(ctx: Context, sql: str, *args: Any) -> list[dict[str, Any]]:
-    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.q), *args)
+    records = await ctx.catalog.pool.fetch(sql.replace("{s}", ctx.catalog.schema_sql), *args)
     return [dict(r) for r in records]
 
 
@@ -50,11 +50,10 @@ async def settle(ctx: Context) -> None:
 
 async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[str, Any]:
     """Advance the request like the daemon's ticks do, until it is restored or failed."""
-    assert ctx.restorer is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await workers_of(ctx).restorer.advance_all()
         view = await restore_view(ctx, restore_id)
         if view["state"] in ("restored", "failed"):
             await settle(ctx)
@@ -64,13 +63,18 @@ async def drive(ctx: Context, restore_id: int, timeout: float = 30.0) -> dict[st
 
 
 async def drive_until(
-    ctx: Context, restore_id: int, check: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ctx: Context,
+    restore_id: int,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+    driver: RestoreDriver | None = None,
 ) -> dict[str, Any]:
-    assert ctx.restorer is not None
+    """Advance the request (with ``driver``, else the daemon's) until ``check`` holds."""
+    driver = driver or workers_of(ctx).restorer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        await ctx.restorer.advance_all()
+        await driver.advance_all()
         view = await restore_view(ctx, restore_id)
         if check(view):
             return view
@@ -87,12 +91,11 @@ def open_ctx(make_settings: Callable[..., dict]) -> Callable[..., Any]:
     @asynccontextmanager
     async def opened(**overrides: Any) -> AsyncIterator[Context]:
         async with open_context(config_from_dict(make_settings(**overrides))) as context:
-            context.fetcher = Fetcher(context)
-            context.restorer = RestoreDriver(context)
+            workers = wire(context)
             try:
                 yield context
             finally:
-                context.fetcher.closed = True
+                workers.close()
                 await settle(context)
 
     return opened
@@ -114,7 +117,7 @@ async def test_two_restores_requested_at_once_only_one_is_accepted(
         b1 = bid(await run_backup(ctx, "test"))
         # Both requests pass the "is another restore active?" check before either is
         # stored: the interleaving that used to accept both.
-        real_check = restore_module._check_not_busy
+        real_check = restore_plan._check_not_busy
         checked = 0
         both = asyncio.Event()
         one_by_one = asyncio.Lock()  # the check briefly takes the operation lock
@@ -128,7 +131,7 @@ async def test_two_restores_requested_at_once_only_one_is_accepted(
                 both.set()
             await asyncio.wait_for(both.wait(), 30)
 
-        monkeypatch.setattr(restore_module, "_check_not_busy", check_then_wait)
+        monkeypatch.setattr(restore_plan, "_check_not_busy", check_then_wait)
         results = await asyncio.gather(
             start_restore(ctx, b1, options(files=False)),
             start_restore(ctx, b1, options(database=False)),
@@ -178,9 +181,9 @@ async def test_illegal_restore_transitions_change_nothing(
             rid,
             start,
         )
-        before = await rq.get(ctx.catalog.pool, ctx.catalog, rid)
-        await rq.set_state(ctx.catalog.pool, ctx.catalog, rid, to, "late")
-        assert await rq.get(ctx.catalog.pool, ctx.catalog, rid) == before
+        before = await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid)
+        await restore_rows.set_state(ctx.catalog.pool, ctx.catalog, rid, to, "late")
+        assert await restore_rows.get(ctx.catalog.pool, ctx.catalog, rid) == before
 
 
 async def test_legal_restore_transitions_are_taken(app_db: str, open_ctx: Callable[..., Any]):
@@ -189,11 +192,11 @@ async def test_legal_restore_transitions_are_taken(app_db: str, open_ctx: Callab
         rid = (await start_restore(ctx, b1, options(files=False)))["id"]
         pool, cat = ctx.catalog.pool, ctx.catalog
         for state in ("retrieving", "fetching", "retrieving", "fetching", "restoring"):
-            await rq.set_state(pool, cat, rid, state)
-            got = await rq.get(pool, cat, rid)
+            await restore_rows.set_state(pool, cat, rid, state)
+            got = await restore_rows.get(pool, cat, rid)
             assert got is not None and got["state"] == state and got["finished_at"] is None
-        await rq.set_state(pool, cat, rid, "failed", "a reason")
-        got = await rq.get(pool, cat, rid)
+        await restore_rows.set_state(pool, cat, rid, "failed", "a reason")
+        got = await restore_rows.get(pool, cat, rid)
         assert got is not None and (got["state"], got["error"]) == ("failed", "a reason")
         assert got["finished_at"] is not None
 
@@ -232,15 +235,16 @@ async def test_the_driver_never_sees_a_half_created_request(
         try:
             tx = blocker.transaction()
             await tx.start()
-            await blocker.execute(f"LOCK TABLE {ctx.catalog.q}.restore_archives IN SHARE MODE")
+            await blocker.execute(
+                f"LOCK TABLE {ctx.catalog.schema_sql}.restore_archives IN SHARE MODE"
+            )
             creating = asyncio.create_task(
                 start_restore(ctx, b1, options(database=what == "database", files=what == "files"))
             )
             await wait_for_lock_wait(ctx, "restore_archives")
-            assert ctx.restorer is not None
             for _ in range(3):  # the daemon's ticks while the request is being created
-                await ctx.restorer.advance_all()
-            assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+                await workers_of(ctx).restorer.advance_all()
+            assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
             visible = await rows(ctx, "SELECT state FROM {s}.restores")
             assert visible in ([], [{"state": "requested"}]), visible
             await tx.rollback()
@@ -276,7 +280,7 @@ async def test_a_request_whose_dump_is_missing_fails_with_the_reason(
             "is damaged — request the restore again; nothing was changed."
         )
         assert pg.table_rows(app_db) == before
-        assert await rq.snapshots(ctx.catalog.pool, ctx.catalog) == []
+        assert await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog) == []
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,10 +296,10 @@ async def test_an_archive_gone_from_the_store_fails_the_restore(
         original = (files_root / "ab/ef/abef5678").read_bytes()
         (files_root / "ab/ef/abef5678").unlink()
         rid = (await start_restore(ctx, b1, options()))["id"]
-        fetcher, ctx.fetcher = ctx.fetcher, None  # retrieved, but not downloaded yet...
-        view = await drive_until(ctx, rid, lambda v: v["state"] == "fetching")
+        # Retrieved, but not downloaded yet (a driver without a fetcher)...
+        no_downloads = RestoreDriver(ctx, None)
+        view = await drive_until(ctx, rid, lambda v: v["state"] == "fetching", driver=no_downloads)
         (tmp_path / "vault" / lost["store_key"]).unlink()  # ...when it vanishes from the store
-        ctx.fetcher = fetcher
         view = await drive(ctx, rid, timeout=20)
         assert view["state"] == "failed"
         assert view["error"].startswith(
@@ -417,7 +421,7 @@ async def test_a_full_disk_keeps_the_restore_waiting_with_the_directory_named(
         assert view["error"].startswith(f"waiting: no space left in {fetched} for archive "), view
         assert "free space there" in view["error"] and "retried by itself" in view["error"]
         [item] = [a for a in view["archives"]["items"] if a["path"] == "big.bin"]
-        assert item["error"] == view["error"].removeprefix("waiting: ")
+        assert item["retrieval_error"] == view["error"].removeprefix("waiting: ")
 
         # The operator makes room: the same request completes on its own.
         subprocess.run(["mount", "-o", "remount,size=4m", str(small_state_dir)], check=True)

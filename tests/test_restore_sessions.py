@@ -13,10 +13,10 @@ import asyncpg
 from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
-from glacierd.operations.restore import RestoreDriver, start_restore
+from glacierd.operations.restore import start_restore
 from tests import pg
 from tests.test_restore import bid, drive, options, settle
+from tests.wiring import wire
 
 
 async def live_pids(dbname: str) -> set[int]:
@@ -40,7 +40,7 @@ async def test_terminate_connections_spares_glacierd_whatever_the_application_na
         restore={"terminate_connections": True, "snapshot": False},
     )
     async with open_context(config_from_dict(settings)) as ctx:
-        ctx.fetcher, ctx.restorer = Fetcher(ctx), RestoreDriver(ctx)
+        workers = wire(ctx)
         try:
             backup_id = bid(await run_backup(ctx, "test"))
             at_backup = pg.table_rows(app_db)
@@ -63,5 +63,5 @@ async def test_terminate_connections_spares_glacierd_whatever_the_application_na
             assert application.get_server_pid() not in alive  # the application's was
             assert await ctx.catalog.pool.fetchval("SELECT 1") == 1
         finally:
-            ctx.fetcher.closed = True
+            workers.close()
             await settle(ctx)

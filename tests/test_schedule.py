@@ -41,7 +41,7 @@ def test_missed_run_is_caught_up_after_start(daemon_factory, make_settings, app_
     async def age_catalog() -> None:
         async with open_context(config_from_dict(settings)) as ctx:
             await ctx.catalog.pool.execute(
-                f"UPDATE {ctx.catalog.q}.schema_migrations "
+                f"UPDATE {ctx.catalog.schema_sql}.schema_migrations "
                 "SET applied_at = now() - interval '2 days'"
             )
 
@@ -59,14 +59,17 @@ def test_missed_run_is_caught_up_after_start(daemon_factory, make_settings, app_
 
 async def test_missed_run_logic(ctx):
     """No catch-up when a backup completed after the last scheduled time; catch-up otherwise."""
-    pool, q = ctx.catalog.pool, ctx.catalog.q
+    pool, schema = ctx.catalog.pool, ctx.catalog.schema_sql
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-    await pool.execute(f"UPDATE {q}.schema_migrations SET applied_at = $1", now - timedelta(days=3))
+    await pool.execute(
+        f"UPDATE {schema}.schema_migrations SET applied_at = $1", now - timedelta(days=3)
+    )
     # Never backed up since install three days ago: the 03:00 run today (and before) was missed.
     assert await missed_run(ctx, now) == datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
     # A completed backup at 03:05 today: nothing missed at noon.
     await pool.execute(
-        f"INSERT INTO {q}.backups (status, started_at, finished_at) VALUES ('completed', $1, $1)",
+        f"INSERT INTO {schema}.backups (status, started_at, finished_at) "
+        "VALUES ('completed', $1, $1)",
         now.replace(hour=3, minute=5),
     )
     assert await missed_run(ctx, now) is None

@@ -20,7 +20,7 @@ from glacierd.config import config_from_dict
 from glacierd.context import open_context
 from glacierd.operations.backup import run_backup
 from glacierd.operations.restore import RestoreDriver, start_restore, start_snapshot_restore
-from glacierd.operations.snapshot import take_snapshot
+from glacierd.operations.restore.snapshot import take_snapshot
 from tests import pg
 from tests.daemon import Daemon
 
@@ -157,7 +157,7 @@ def test_sigterm_during_a_fetch_that_would_start_more_work(
             request = await start_restore(
                 ctx, 1, {"tier": None, "database": True, "files": True, "dry_run": False}
             )
-            driver = RestoreDriver(ctx)  # no fetcher here: it stops at "fetching"
+            driver = RestoreDriver(ctx, None)  # no fetcher here: it stops at "fetching"
             await driver.advance_all()
             await driver.advance_all()
             return request["id"]

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from glacierd.api.sns import sns_app
 from glacierd.notifications.sns import SnsVerifier
+from glacierd.operations.retrieval import no_follow_up
 from tests.daemon import Daemon, free_port, http
 from tests.test_sns_verify import (
     TOPIC,
@@ -188,7 +189,7 @@ async def test_a_confirmation_is_verified_once(ctx, sns_host):
     )
     async with (
         verifier,
-        serve(sns_app(ctx, verifier, "/sns")) as base,
+        serve(sns_app(ctx, verifier, "/sns", on_ready=no_follow_up)) as base,
         aiohttp.ClientSession() as session,
         session.post(
             f"{base}/sns",

@@ -534,6 +534,30 @@ async def test_unreachable_certificate_host_is_a_502(fake_sns: FakeSns) -> None:
         await rejects(lambda: v.verify(sign(notification(), fake_sns.key)), 502, "failed")
 
 
+async def test_a_certificate_host_that_never_answers_is_a_502_naming_the_timeout(
+    fake_sns: FakeSns,
+) -> None:
+    """A timeout's message is empty: the reason names the exception instead of ending in
+    "failed: " with nothing after it."""
+    never = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await never.wait()  # never set: the verifier's own time limit ends the fetch
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/{name}", silent)
+    async with serve(app) as silent_url, aiohttp.ClientSession() as session:
+        v = SnsVerifier([TOPIC], session, cert_url_override=silent_url, fetch_timeout=0.5)
+        try:
+            error = await rejects(
+                lambda: v.verify(sign(notification(), fake_sns.key)), 502, "failed"
+            )
+        finally:
+            never.set()  # lets the server close without waiting for the handler
+    assert error.reason.endswith("failed: TimeoutError"), error.reason
+
+
 # --------------------------------------------------------------------------- confirmation
 
 

@@ -24,7 +24,7 @@ from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
 from glacierd.notifications.events import parse_events
 from glacierd.operations.backup import run_backup
-from glacierd.operations.retrieval import Poller
+from glacierd.operations.retrieval import Poller, no_follow_up
 from glacierd.stores.base import (
     READABLE_AT_ONCE,
     ExpectedRetrieval,
@@ -208,18 +208,19 @@ async def test_s3_news_through_dispatch(
         await _set(ctx, row["id"], "retrieval_status = 'pending'")
 
         # A Delete (the copy of an older restore expired) must not cancel this retrieval.
-        assert await dispatch(ctx, s3_event("deleted", key)) == 0
+        assert await dispatch(ctx, s3_event("deleted", key), no_follow_up) == 0
         assert (await _set(ctx, row["id"], "id = id"))["retrieval_status"] == "pending"
         # Events about other buckets and prefixes change nothing.
-        assert await dispatch(ctx, s3_event("completed", key, bucket="other")) == 0
-        assert await dispatch(ctx, s3_event("completed", "prod/not-an-archive")) == 0
+        assert await dispatch(ctx, s3_event("completed", key, bucket="other"), no_follow_up) == 0
+        assert await dispatch(ctx, s3_event("completed", "prod/not-an-archive"), no_follow_up) == 0
 
-        assert await dispatch(ctx, s3_event("completed", key)) == 1
+        assert await dispatch(ctx, s3_event("completed", key), no_follow_up) == 1
         ready = await _set(ctx, row["id"], "id = id")
         assert (ready["retrieval_status"], ready["ready_until"]) == ("ready", EXPIRY)
-        assert await dispatch(ctx, s3_event("completed", key)) == 0  # a duplicate: no-op
+        # A duplicate is a no-op.
+        assert await dispatch(ctx, s3_event("completed", key), no_follow_up) == 0
 
-        assert await dispatch(ctx, s3_event("deleted", key)) == 1
+        assert await dispatch(ctx, s3_event("deleted", key), no_follow_up) == 1
         expired = await _set(ctx, row["id"], "id = id")
         assert expired["retrieval_status"] == "available"
         assert expired["retrieval_error"] == "the restored copy expired"
@@ -243,6 +244,6 @@ async def test_a_job_we_never_recorded_is_found_by_its_archive(
             "CompletionDate": datetime.now(UTC).isoformat(),
         }
         [event] = parse_events(json.dumps(message))
-        assert await dispatch(ctx, event) == 1
+        assert await dispatch(ctx, event, no_follow_up) == 1
         after = await _set(ctx, row["id"], "id = id")
         assert (after["retrieval_status"], after["retrieval_job_id"]) == ("ready", "job-lost")

@@ -20,16 +20,21 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
 from glacierd.config import VaultStoreConfig, config_from_dict
 from glacierd.context import Context, open_context
 from glacierd.notifications.dispatch import dispatch
 from glacierd.operations.backup import run_backup
-from glacierd.operations.fetch import Fetcher
-from glacierd.operations.retrieval import Poller, apply_state, request_archive, retrieve_backup
+from glacierd.operations.retrieval import (
+    Poller,
+    record_store_answer,
+    request_archive,
+    retrieve_backup,
+)
 from glacierd.stores.base import ArchiveRef, RetrievalState
 from glacierd.stores.vault import VaultStore
 from glacierd.stores.vault.events import VaultJobEvent
+from tests.wiring import on_ready_of, wire
 
 
 async def settle(ctx: Context) -> None:
@@ -50,13 +55,12 @@ def open_ctx(make_settings: Callable[..., dict], tmp_path: Path) -> Callable[...
             }
         )
         async with open_context(config_from_dict(settings)) as context:
-            if fetcher:
-                context.fetcher = Fetcher(context)
+            workers = wire(context) if fetcher else None
             try:
                 yield context
             finally:
-                if context.fetcher is not None:
-                    context.fetcher.closed = True
+                if workers is not None:
+                    workers.close()
                 await settle(context)
 
     return opened
@@ -64,14 +68,14 @@ def open_ctx(make_settings: Callable[..., dict], tmp_path: Path) -> Callable[...
 
 async def dump_row(ctx: Context) -> dict[str, Any]:
     row = await ctx.catalog.pool.fetchrow(
-        f"SELECT * FROM {ctx.catalog.q}.archives WHERE kind = 'database'"
+        f"SELECT * FROM {ctx.catalog.schema_sql}.archives WHERE kind = 'database'"
     )
     assert row is not None
     return dict(row)
 
 
 async def current(ctx: Context, archive_id: int) -> dict[str, Any]:
-    row = await aq.get(ctx.catalog.pool, ctx.catalog, archive_id)
+    row = await archive_rows.get(ctx.catalog.pool, ctx.catalog, archive_id)
     assert row is not None
     return row
 
@@ -132,11 +136,13 @@ async def test_a_poll_answer_from_before_the_request_does_not_lose_the_retrieval
         monkeypatch.setattr(ctx.store, "request_retrieval", asking)
         monkeypatch.setattr(ctx.store, "retrieval_status", polling)
 
-        request = asyncio.create_task(request_archive(ctx, row, None, source="request"))
+        request = asyncio.create_task(
+            request_archive(ctx, row, None, source="request", on_ready=on_ready_of(ctx))
+        )
         await asyncio.wait_for(
             asking.entered.wait(), 30
         )  # claimed, but the store has not heard of it yet
-        poll = asyncio.create_task(Poller(ctx, 0).poll_once())
+        poll = asyncio.create_task(Poller(ctx, 0, on_ready=on_ready_of(ctx)).poll_once())
         await asyncio.wait_for(
             polling.entered.wait(), 30
         )  # the poll's answer: "no retrieval" (true, for now)
@@ -153,7 +159,7 @@ async def test_a_poll_answer_from_before_the_request_does_not_lose_the_retrieval
         # archive is downloaded and verified.
         monkeypatch.undo()
         make_ready(ctx)
-        assert await Poller(ctx, 0).poll_once() == 1
+        assert await Poller(ctx, 0, on_ready=on_ready_of(ctx)).poll_once() == 1
         await settle(ctx)
         assert (await current(ctx, row["id"]))["retrieval_status"] == "local"
 
@@ -167,11 +173,14 @@ async def test_a_second_caller_never_asks_the_store_again(
         counting = Counting(ctx.store.request_retrieval)
         monkeypatch.setattr(ctx.store, "request_retrieval", counting)
 
-        first = await request_archive(ctx, seen, None, source="request")
+        first = await request_archive(ctx, seen, None, source="request", on_ready=on_ready_of(ctx))
         assert first is not None and first.status == "pending"
         # A second caller (the retrieve verb, a restore) that read the row before the
         # first claimed it: the claim fails, and the store is not asked twice.
-        assert await request_archive(ctx, seen, "Bulk", source="restore") is None
+        assert (
+            await request_archive(ctx, seen, "Bulk", source="restore", on_ready=on_ready_of(ctx))
+            is None
+        )
         assert counting.calls == 1
         after = await current(ctx, seen["id"])
         assert after["retrieval_status"] == "pending"
@@ -179,14 +188,14 @@ async def test_a_second_caller_never_asks_the_store_again(
 
         # Two callers at the same moment: one asks, the other finds it claimed.
         await ctx.catalog.pool.execute(
-            f"UPDATE {ctx.catalog.q}.archives SET retrieval_status = 'available', "
+            f"UPDATE {ctx.catalog.schema_sql}.archives SET retrieval_status = 'available', "
             "retrieval_asking = false WHERE id = $1",
             seen["id"],
         )
         second_seen = await current(ctx, seen["id"])
         results = await asyncio.gather(
-            request_archive(ctx, second_seen, None, source="request"),
-            request_archive(ctx, second_seen, None, source="restore"),
+            request_archive(ctx, second_seen, None, source="request", on_ready=on_ready_of(ctx)),
+            request_archive(ctx, second_seen, None, source="restore", on_ready=on_ready_of(ctx)),
         )
         assert sorted(r is None for r in results) == [False, True]
         assert counting.calls == 2
@@ -204,14 +213,16 @@ async def test_a_failed_request_undoes_its_claim(
 
         monkeypatch.setattr(ctx.store, "request_retrieval", refused)
         with pytest.raises(OSError):
-            await request_archive(ctx, seen, None, source="request")
+            await request_archive(ctx, seen, None, source="request", on_ready=on_ready_of(ctx))
         after = await current(ctx, seen["id"])
         assert after["retrieval_status"] == "available"
         assert after["retrieval_asking"] is False
         assert after["retrieval_error"] == "the retrieval request failed"
         monkeypatch.undo()
         # ... so it can be requested again.
-        assert (await request_archive(ctx, after, None, source="request")) is not None
+        assert (
+            await request_archive(ctx, after, None, source="request", on_ready=on_ready_of(ctx))
+        ) is not None
         assert (await current(ctx, seen["id"]))["retrieval_status"] == "pending"
 
 
@@ -225,7 +236,7 @@ async def test_a_stale_poll_answer_never_moves_a_verified_copy_back(
     async with open_ctx() as ctx:
         await run_backup(ctx, "test")
         row = await dump_row(ctx)
-        await request_archive(ctx, row, None, source="request")
+        await request_archive(ctx, row, None, source="request", on_ready=on_ready_of(ctx))
 
         async def vanished(ref: ArchiveRef) -> RetrievalState:
             # What a store answers when it lost track of a job (vault: DescribeJob finds no
@@ -234,14 +245,16 @@ async def test_a_stale_poll_answer_never_moves_a_verified_copy_back(
 
         polling = Pause(ctx.store.retrieval_status, before=False, answer=vanished)
         monkeypatch.setattr(ctx.store, "retrieval_status", polling)
-        slow_poll = asyncio.create_task(Poller(ctx, 0).poll_once())
+        slow_poll = asyncio.create_task(Poller(ctx, 0, on_ready=on_ready_of(ctx)).poll_once())
         await asyncio.wait_for(polling.entered.wait(), 30)
 
         # Meanwhile the retrieval finishes (SNS), the archive is downloaded and verified.
         make_ready(ctx)
         pending = await current(ctx, row["id"])
         assert pending["retrieval_status"] == "pending"
-        await apply_state(ctx, pending, RetrievalState("ready"), source="sns")
+        await record_store_answer(
+            ctx, pending, RetrievalState("ready"), source="sns", on_ready=on_ready_of(ctx)
+        )
         await settle(ctx)
         local = await current(ctx, row["id"])
         assert local["retrieval_status"] == "local"
@@ -256,7 +269,12 @@ async def test_a_stale_poll_answer_never_moves_a_verified_copy_back(
 
         # Any news, old or new, leaves a verified local copy alone.
         for news in ("available", "pending", "ready"):
-            assert await apply_state(ctx, after, RetrievalState(news), source="sns") is None
+            assert (
+                await record_store_answer(
+                    ctx, after, RetrievalState(news), source="sns", on_ready=on_ready_of(ctx)
+                )
+                is None
+            )
         assert (await current(ctx, row["id"]))["retrieval_status"] == "local"
 
 
@@ -269,20 +287,20 @@ async def test_an_old_vault_job_never_replaces_a_newer_one(
         monkeypatch.setattr(ctx.store, "interpret", vault.interpret)
         await run_backup(ctx, "test")
         row = await dump_row(ctx)
-        pool, q = ctx.catalog.pool, ctx.catalog.q
+        pool, schema = ctx.catalog.pool, ctx.catalog.schema_sql
         await pool.execute(
-            f"UPDATE {q}.archives SET retrieval_status = 'pending', retrieval_job_id = 'job-1' "
-            "WHERE id = $1",
+            f"UPDATE {schema}.archives "
+            "SET retrieval_status = 'pending', retrieval_job_id = 'job-1' WHERE id = $1",
             row["id"],
         )
         seen_by_poll = await current(ctx, row["id"])  # a poll reads the row: job-1
         # job-1 failed; a new retrieval started as job-2 (recorded by its own request).
         await pool.execute(
-            f"UPDATE {q}.archives SET retrieval_job_id = 'job-2' WHERE id = $1", row["id"]
+            f"UPDATE {schema}.archives SET retrieval_job_id = 'job-2' WHERE id = $1", row["id"]
         )
         # The poll's answer about job-1 ("still running") arrives now.
         late = RetrievalState("pending", job_id="job-1")
-        await apply_state(ctx, seen_by_poll, late, source="poll")
+        await record_store_answer(ctx, seen_by_poll, late, source="poll", on_ready=on_ready_of(ctx))
         assert (await current(ctx, row["id"]))["retrieval_job_id"] == "job-2"
 
         # An SNS message about job-1 failing does not cancel job-2 either.
@@ -293,12 +311,12 @@ async def test_an_old_vault_job_never_replaces_a_newer_one(
             status_message="simulated",
             completed_at=None,
         )
-        assert await dispatch(ctx, failed) == 0
+        assert await dispatch(ctx, failed, on_ready_of(ctx)) == 0
         after = await current(ctx, row["id"])
         assert (after["retrieval_status"], after["retrieval_job_id"]) == ("pending", "job-2")
 
         # The same message about job-2 is news: the archive's retrieval failed.
-        assert await dispatch(ctx, replace(failed, job_id="job-2")) == 1
+        assert await dispatch(ctx, replace(failed, job_id="job-2"), on_ready_of(ctx)) == 1
         after = await current(ctx, row["id"])
         assert (after["retrieval_status"], after["retrieval_job_id"]) == ("available", "job-2")
         assert after["retrieval_error"] == "Glacier retrieval job failed: simulated"
@@ -319,7 +337,7 @@ async def test_polling_is_bounded_per_tick_and_forgets_finished_archives(
         summary = await run_backup(ctx, "test")
         for path in files_root.rglob("*.bin"):
             path.unlink()
-        result = await retrieve_backup(ctx, int(summary["backup_id"]))  # type: ignore[call-overload]
+        result = await retrieve_backup(ctx, int(summary["backup_id"]), on_ready=on_ready_of(ctx))  # type: ignore[call-overload]
         assert result["requested"] == 31  # 30 files and the dump
         in_flight = 0
         most = 0
@@ -336,7 +354,7 @@ async def test_polling_is_bounded_per_tick_and_forgets_finished_archives(
                 in_flight -= 1
 
         monkeypatch.setattr(ctx.store, "retrieval_status", observed)
-        poller = Poller(ctx, 3600)
+        poller = Poller(ctx, 3600, on_ready=on_ready_of(ctx))
         checked: list[int] = []
         for _ in range(4):
             before = len(poller.next_check)
@@ -360,7 +378,7 @@ async def test_each_request_and_each_vault_job_is_logged_per_archive(
         await run_backup(ctx, "test")
         row = await dump_row(ctx)
         with capture_logs() as logs:
-            await request_archive(ctx, row, "Bulk", source="restore")
+            await request_archive(ctx, row, "Bulk", source="restore", on_ready=on_ready_of(ctx))
         [claimed] = [e for e in logs if e["event"] == "archive.retrieval_requested"]
         assert claimed["archive_id"] == row["id"] and claimed["key"] == row["store_key"]
         assert claimed["tier"] == "Bulk" and claimed["source"] == "restore"

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from glacierd.api.errors import (
     BadRequest,
@@ -21,16 +23,20 @@ from glacierd.api.errors import (
     read_json_object,
     whole_number,
 )
-from glacierd.catalog import backups as q
-from glacierd.catalog import restores as restores_q
+from glacierd.catalog import backups as backup_rows
+from glacierd.catalog import restores as restore_rows
 from glacierd.config import TIERS
 from glacierd.context import Context
 from glacierd.operations import inventory, restore, retrieval
 from glacierd.operations.backup import start_backup
-from glacierd.operations.snapshot import snapshot_view
+from glacierd.operations.restore.snapshot import snapshot_view
 from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)
+# What the daemon wires in (api/errors.py maps the errors, service.py the follow-ups): an
+# archive found ready goes to the fetcher; a new restore request is advanced soon.
+ON_READY: web.AppKey[Callable[[int], object]] = web.AppKey("on_ready")
+KICK_RESTORES: web.AppKey[Callable[[], None]] = web.AppKey("kick_restores")
 OPEN_PATHS = {"/health"}
 
 
@@ -76,7 +82,7 @@ async def local_clients_only(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
-def bearer_auth(token: str | None) -> Handler:
+def bearer_auth(token: str | None) -> Middleware:
     expected = f"Bearer {token}".encode() if token else b""
 
     @web.middleware
@@ -91,15 +97,15 @@ def bearer_auth(token: str | None) -> Handler:
                 )
         return await handler(request)
 
-    return middleware  # type: ignore[return-value]
+    return middleware
 
 
 async def health(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     pool = ctx.catalog.pool
-    last_ok = await q.last_backup(pool, ctx.catalog, "completed")
-    last_any = await q.last_backup(pool, ctx.catalog)
-    running = await q.running_backups(pool, ctx.catalog)
+    last_ok = await backup_rows.last_backup(pool, ctx.catalog, "completed")
+    last_any = await backup_rows.last_backup(pool, ctx.catalog)
+    running = await backup_rows.running_backups(pool, ctx.catalog)
     now = datetime.now(UTC)
     due = await missed_run(ctx, now) if ctx.config.schedule.enabled else None
     # Stale: a scheduled backup was due more than an hour ago and none completed since.
@@ -144,7 +150,9 @@ async def retrieve_backup(request: web.Request) -> web.Response:
     tier = body.get("tier")
     if tier is not None and tier not in TIERS:
         raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
-    result = await retrieval.retrieve_backup(request.app[CTX], path_id(request), tier)  # type: ignore[arg-type]
+    result = await retrieval.retrieve_backup(
+        request.app[CTX], path_id(request), tier, on_ready=request.app[ON_READY]
+    )
     return web.json_response(result, status=202)
 
 
@@ -170,7 +178,7 @@ async def restore_backup(request: web.Request) -> web.Response:
     result = await restore.start_restore(ctx, path_id(request), options)
     if options["dry_run"]:
         return web.json_response(result)
-    ctx.kick_restores()
+    request.app[KICK_RESTORES]()
     return web.json_response(result, status=202)
 
 
@@ -184,7 +192,7 @@ async def get_restore(request: web.Request) -> web.Response:
 
 async def list_snapshots(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    snaps = await restores_q.snapshots(ctx.catalog.pool, ctx.catalog)
+    snaps = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)
     return web.json_response({"snapshots": [snapshot_view(s) for s in snaps]})
 
 
@@ -192,7 +200,7 @@ async def restore_snapshot(request: web.Request) -> web.Response:
     await read_json_object(request, allowed=set())
     ctx = request.app[CTX]
     result = await restore.start_snapshot_restore(ctx, path_id(request))
-    ctx.kick_restores()
+    request.app[KICK_RESTORES]()
     return web.json_response(result, status=202)
 
 
@@ -200,12 +208,16 @@ async def delete_backup(request: web.Request) -> web.Response:
     return web.json_response(await inventory.delete_backup(request.app[CTX], path_id(request)))
 
 
-def control_app(ctx: Context) -> web.Application:
+def control_app(
+    ctx: Context, *, on_ready: Callable[[int], object], kick_restores: Callable[[], None]
+) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, local_clients_only, bearer_auth(ctx.config.api.token)],
         client_max_size=64 * 1024,
     )
     app[CTX] = ctx
+    app[ON_READY] = on_ready
+    app[KICK_RESTORES] = kick_restores
     app.router.add_get("/health", health)
     app.router.add_get("/backups", list_backups)
     app.router.add_post("/backups", create_backup)

@@ -189,7 +189,7 @@ class LimitedSite(web.BaseSite):
             self._server = await loop.create_server(
                 lambda: _Gate(self),
                 self._host,
-                self._port,
+                self._port or 0,  # 0, like None: any free port
                 backlog=self._backlog,
                 reuse_address=True,
             )

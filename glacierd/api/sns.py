@@ -7,6 +7,8 @@ rejected message gets a 4xx with the reason, changes nothing, and is logged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiohttp import web
 
@@ -24,6 +26,8 @@ from glacierd.notifications.sns import (
 log = structlog.get_logger("glacierd.sns")
 CTX = web.AppKey("ctx", Context)
 VERIFIER = web.AppKey("verifier", SnsVerifier)
+# An archive the news made ready goes to the fetcher (wired by service.py).
+ON_READY: web.AppKey[Callable[[int], object]] = web.AppKey("on_ready")
 MAX_BODY = 256 * 1024  # SNS messages are at most 256 KiB
 
 
@@ -78,7 +82,7 @@ async def receive(request: web.Request) -> web.Response:
         return _reject(request, exc)
     changed = 0
     for event in events:
-        changed += await dispatch(request.app[CTX], event)
+        changed += await dispatch(request.app[CTX], event, request.app[ON_READY])
     log.info(
         "sns.notification",
         topic=topic,
@@ -89,9 +93,12 @@ async def receive(request: web.Request) -> web.Response:
     return web.json_response({"events": len(events), "changed": changed})
 
 
-def sns_app(ctx: Context, verifier: SnsVerifier, path: str) -> web.Application:
+def sns_app(
+    ctx: Context, verifier: SnsVerifier, path: str, *, on_ready: Callable[[int], object]
+) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
     app[CTX] = ctx
     app[VERIFIER] = verifier
+    app[ON_READY] = on_ready
     app.router.add_post(path, receive)
     return app

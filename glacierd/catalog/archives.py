@@ -41,7 +41,7 @@ async def compare_and_set(
     db: Conn,
     catalog: Catalog,
     seen: dict[str, Any],
-    new: str,
+    new: status.ArchiveStatus,
     who: str,
     *,
     match_job: bool = True,
@@ -77,7 +77,7 @@ async def compare_and_set(
     if new != "pending" and "retrieval_asking" not in fields:
         sets.append("retrieval_asking = false")  # a claim means nothing outside "pending"
     row = await db.fetchrow(
-        f"UPDATE {catalog.q}.archives SET {', '.join(sets)} "
+        f"UPDATE {catalog.schema_sql}.archives SET {', '.join(sets)} "
         f"WHERE {' AND '.join(where)} RETURNING *",
         *args,
         *fields.values(),
@@ -109,7 +109,7 @@ async def mark_local(
 ) -> dict[str, Any] | None:
     """A download matched its SHA-256: the archive is local, whatever news came meanwhile."""
     row = await db.fetchrow(
-        f"UPDATE {catalog.q}.archives SET retrieval_status = 'local', local_path = $2, "
+        f"UPDATE {catalog.schema_sql}.archives SET retrieval_status = 'local', local_path = $2, "
         "retrieval_error = NULL, retrieval_asking = false, "
         "retrieval_generation = retrieval_generation + 1 "
         "WHERE id = $1 AND state = 'stored' AND retrieval_status = ANY($3::text[]) RETURNING *",
@@ -126,14 +126,16 @@ async def update_fields(db: Conn, catalog: Catalog, archive_id: int, **fields: A
         raise ValueError("update_fields needs at least one field")
     sets = _assignments(fields, first=2)
     await db.execute(
-        f"UPDATE {catalog.q}.archives SET {', '.join(sets)} WHERE id = $1",
+        f"UPDATE {catalog.schema_sql}.archives SET {', '.join(sets)} WHERE id = $1",
         archive_id,
         *fields.values(),
     )
 
 
 async def get(db: Conn, catalog: Catalog, archive_id: int) -> dict[str, Any] | None:
-    row = await db.fetchrow(f"SELECT * FROM {catalog.q}.archives WHERE id = $1", archive_id)
+    row = await db.fetchrow(
+        f"SELECT * FROM {catalog.schema_sql}.archives WHERE id = $1", archive_id
+    )
     return dict(row) if row else None
 
 
@@ -141,7 +143,7 @@ async def with_status(
     db: Conn, catalog: Catalog, store_name: str, statuses: list[str]
 ) -> list[dict[str, Any]]:
     rows = await db.fetch(
-        f"SELECT * FROM {catalog.q}.archives WHERE state = 'stored' AND store_name = $1 "
+        f"SELECT * FROM {catalog.schema_sql}.archives WHERE state = 'stored' AND store_name = $1 "
         "AND retrieval_status = ANY($2::text[]) ORDER BY id",
         store_name,
         statuses,
@@ -152,7 +154,7 @@ async def with_status(
 async def asking(db: Conn, catalog: Catalog, store_name: str) -> list[dict[str, Any]]:
     """Archives claimed for a retrieval whose request was never answered."""
     rows = await db.fetch(
-        f"SELECT * FROM {catalog.q}.archives WHERE state = 'stored' AND store_name = $1 "
+        f"SELECT * FROM {catalog.schema_sql}.archives WHERE state = 'stored' AND store_name = $1 "
         "AND retrieval_status = 'pending' AND retrieval_asking ORDER BY id",
         store_name,
     )
@@ -161,7 +163,8 @@ async def asking(db: Conn, catalog: Catalog, store_name: str) -> list[dict[str, 
 
 async def by_job_id(db: Conn, catalog: Catalog, job_id: str) -> list[dict[str, Any]]:
     rows = await db.fetch(
-        f"SELECT * FROM {catalog.q}.archives WHERE retrieval_job_id = $1 AND state = 'stored'",
+        f"SELECT * FROM {catalog.schema_sql}.archives "
+        "WHERE retrieval_job_id = $1 AND state = 'stored'",
         job_id,
     )
     return [dict(r) for r in rows]
@@ -171,7 +174,7 @@ async def by_store_key(
     db: Conn, catalog: Catalog, store_name: str, key: str
 ) -> list[dict[str, Any]]:
     rows = await db.fetch(
-        f"SELECT * FROM {catalog.q}.archives WHERE store_name = $1 AND store_key = $2 "
+        f"SELECT * FROM {catalog.schema_sql}.archives WHERE store_name = $1 AND store_key = $2 "
         "AND state = 'stored'",
         store_name,
         key,

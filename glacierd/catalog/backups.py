@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from glacierd.catalog.pool import Catalog
 
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class NewArchive:
 
 async def create_backup(db: Conn, catalog: Catalog, trigger: str, database_name: str | None) -> int:
     return await db.fetchval(
-        f"INSERT INTO {catalog.q}.backups (trigger, database_name) VALUES ($1, $2) RETURNING id",
+        f"INSERT INTO {catalog.schema_sql}.backups (trigger, database_name) VALUES ($1, $2) "
+        "RETURNING id",
         trigger,
         database_name,
     )
@@ -38,7 +39,7 @@ async def create_backup(db: Conn, catalog: Catalog, trigger: str, database_name:
 
 async def complete_backup(db: Conn, catalog: Catalog, backup_id: int, **stats: int) -> None:
     await db.execute(
-        f"UPDATE {catalog.q}.backups SET status = 'completed', finished_at = now(), "
+        f"UPDATE {catalog.schema_sql}.backups SET status = 'completed', finished_at = now(), "
         "file_count = $2, new_files = $3, skipped_files = $4, bytes_uploaded = $5 "
         "WHERE id = $1 AND status = 'running'",
         backup_id,
@@ -51,7 +52,8 @@ async def complete_backup(db: Conn, catalog: Catalog, backup_id: int, **stats: i
 
 async def fail_backup(db: Conn, catalog: Catalog, backup_id: int, error: str) -> None:
     await db.execute(
-        f"UPDATE {catalog.q}.backups SET status = 'failed', finished_at = now(), error = $2 "
+        f"UPDATE {catalog.schema_sql}.backups "
+        "SET status = 'failed', finished_at = now(), error = $2 "
         "WHERE id = $1 AND status = 'running'",
         backup_id,
         error,
@@ -65,7 +67,7 @@ async def insert_archives(
     if not rows:
         return []
     records = await db.fetch(
-        f"INSERT INTO {catalog.q}.archives "
+        f"INSERT INTO {catalog.schema_sql}.archives "
         "(kind, store_name, store_key, path, size, created_by, mode, mtime_ns) "
         "SELECT k, $1, sk, p, s, $2, m, mt FROM unnest($3::text[], $4::text[], $5::text[], "
         "$6::bigint[], $7::integer[], $8::bigint[]) "
@@ -89,8 +91,8 @@ async def mark_stored(
     if not stored:
         return
     await db.execute(
-        f"UPDATE {catalog.q}.archives a SET state = 'stored', store_key = t.k, size = t.s, "
-        "sha256 = t.h, storage_class = t.c "
+        f"UPDATE {catalog.schema_sql}.archives a "
+        "SET state = 'stored', store_key = t.k, size = t.s, sha256 = t.h, storage_class = t.c "
         "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[]) "
         "AS t(i, k, s, h, c) WHERE a.id = t.i",
         [s[0] for s in stored],
@@ -104,7 +106,7 @@ async def mark_stored(
 async def keys_in_use(db: Conn, catalog: Catalog, store_name: str, keys: list[str]) -> list[str]:
     """Which of ``keys`` an archive row of this store already has (any state)."""
     records = await db.fetch(
-        f"SELECT DISTINCT store_key FROM {catalog.q}.archives "
+        f"SELECT DISTINCT store_key FROM {catalog.schema_sql}.archives "
         "WHERE store_name = $1 AND store_key = ANY($2::text[])",
         store_name,
         keys,
@@ -114,13 +116,15 @@ async def keys_in_use(db: Conn, catalog: Catalog, store_name: str, keys: list[st
 
 async def drop_archive_rows(db: Conn, catalog: Catalog, ids: list[int]) -> None:
     if ids:
-        await db.execute(f"DELETE FROM {catalog.q}.archives WHERE id = ANY($1::bigint[])", ids)
+        await db.execute(
+            f"DELETE FROM {catalog.schema_sql}.archives WHERE id = ANY($1::bigint[])", ids
+        )
 
 
 async def known_files(db: Conn, catalog: Catalog, store_name: str) -> dict[str, KnownFile]:
     """The newest stored archive of every file path in this store: one query, one dict."""
     records = await db.fetch(
-        f"SELECT DISTINCT ON (path) path, id, size FROM {catalog.q}.archives "
+        f"SELECT DISTINCT ON (path) path, id, size FROM {catalog.schema_sql}.archives "
         "WHERE kind = 'file' AND state = 'stored' AND store_name = $1 ORDER BY path, id DESC",
         store_name,
     )
@@ -129,7 +133,7 @@ async def known_files(db: Conn, catalog: Catalog, store_name: str) -> dict[str, 
 
 async def link_archives(db: Conn, catalog: Catalog, backup_id: int, archive_ids: list[int]) -> None:
     await db.execute(
-        f"INSERT INTO {catalog.q}.backup_archives (backup_id, archive_id) "
+        f"INSERT INTO {catalog.schema_sql}.backup_archives (backup_id, archive_id) "
         "SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
         backup_id,
         archive_ids,
@@ -139,17 +143,20 @@ async def link_archives(db: Conn, catalog: Catalog, backup_id: int, archive_ids:
 async def list_backups(db: Conn, catalog: Catalog, limit: int = 100) -> list[dict[str, Any]]:
     records = await db.fetch(
         f"SELECT b.*, (SELECT min(array_position(ARRAY['available','pending','ready','local'], "
-        f"  a.retrieval_status)) FROM {catalog.q}.backup_archives ba "
-        f"  JOIN {catalog.q}.archives a ON a.id = ba.archive_id WHERE ba.backup_id = b.id) "
+        f"  a.retrieval_status)) FROM {catalog.schema_sql}.backup_archives ba "
+        f"  JOIN {catalog.schema_sql}.archives a ON a.id = ba.archive_id "
+        "  WHERE ba.backup_id = b.id) "
         f"  AS lowest_rank "
-        f"FROM {catalog.q}.backups b ORDER BY b.id DESC LIMIT $1",
+        f"FROM {catalog.schema_sql}.backups b ORDER BY b.id DESC LIMIT $1",
         limit,
     )
     return [dict(r) for r in records]
 
 
 async def get_backup(db: Conn, catalog: Catalog, backup_id: int) -> dict[str, Any] | None:
-    record = await db.fetchrow(f"SELECT * FROM {catalog.q}.backups WHERE id = $1", backup_id)
+    record = await db.fetchrow(
+        f"SELECT * FROM {catalog.schema_sql}.backups WHERE id = $1", backup_id
+    )
     if record is None:
         return None
     return dict(record)
@@ -157,8 +164,8 @@ async def get_backup(db: Conn, catalog: Catalog, backup_id: int) -> dict[str, An
 
 async def backup_archives(db: Conn, catalog: Catalog, backup_id: int) -> list[dict[str, Any]]:
     records = await db.fetch(
-        f"SELECT a.* FROM {catalog.q}.backup_archives ba "
-        f"JOIN {catalog.q}.archives a ON a.id = ba.archive_id "
+        f"SELECT a.* FROM {catalog.schema_sql}.backup_archives ba "
+        f"JOIN {catalog.schema_sql}.archives a ON a.id = ba.archive_id "
         "WHERE ba.backup_id = $1 ORDER BY a.kind, a.path NULLS FIRST, a.id",
         backup_id,
     )
@@ -170,7 +177,8 @@ async def last_backup(
 ) -> dict[str, Any] | None:
     where = "WHERE status = $1" if status else "WHERE $1::text IS NULL"
     record = await db.fetchrow(
-        f"SELECT * FROM {catalog.q}.backups {where} ORDER BY started_at DESC, id DESC LIMIT 1",
+        f"SELECT * FROM {catalog.schema_sql}.backups {where} "
+        "ORDER BY started_at DESC, id DESC LIMIT 1",
         status,
     )
     return dict(record) if record else None
@@ -179,10 +187,10 @@ async def last_backup(
 async def failed_with_leftovers(db: Conn, catalog: Catalog) -> list[int]:
     """Failed backups whose partial data a store error kept from being removed."""
     records = await db.fetch(
-        f"SELECT DISTINCT b.id FROM {catalog.q}.backups b "
-        f"JOIN {catalog.q}.archives a ON a.created_by = b.id "
+        f"SELECT DISTINCT b.id FROM {catalog.schema_sql}.backups b "
+        f"JOIN {catalog.schema_sql}.archives a ON a.created_by = b.id "
         "WHERE b.status = 'failed' AND (a.state = 'uploading' OR a.kind = 'database') "
-        f"AND NOT EXISTS (SELECT 1 FROM {catalog.q}.backup_archives ba "
+        f"AND NOT EXISTS (SELECT 1 FROM {catalog.schema_sql}.backup_archives ba "
         "WHERE ba.archive_id = a.id) ORDER BY b.id"
     )
     return [r["id"] for r in records]
@@ -190,7 +198,7 @@ async def failed_with_leftovers(db: Conn, catalog: Catalog) -> list[int]:
 
 async def running_backups(db: Conn, catalog: Catalog) -> list[int]:
     records = await db.fetch(
-        f"SELECT id FROM {catalog.q}.backups WHERE status = 'running' ORDER BY id"
+        f"SELECT id FROM {catalog.schema_sql}.backups WHERE status = 'running' ORDER BY id"
     )
     return [r["id"] for r in records]
 
@@ -204,11 +212,11 @@ async def unfinished_archives(db: Conn, catalog: Catalog, backup_id: int) -> lis
     go, never the object.
     """
     records = await db.fetch(
-        f"SELECT a.*, EXISTS (SELECT 1 FROM {catalog.q}.archives o "
+        f"SELECT a.*, EXISTS (SELECT 1 FROM {catalog.schema_sql}.archives o "
         "WHERE o.store_name = a.store_name AND o.store_key = a.store_key AND o.id <> a.id"
-        f") AS shared FROM {catalog.q}.archives a WHERE a.created_by = $1 "
+        f") AS shared FROM {catalog.schema_sql}.archives a WHERE a.created_by = $1 "
         "AND (a.state = 'uploading' OR a.kind = 'database') "
-        f"AND NOT EXISTS (SELECT 1 FROM {catalog.q}.backup_archives ba "
+        f"AND NOT EXISTS (SELECT 1 FROM {catalog.schema_sql}.backup_archives ba "
         "WHERE ba.archive_id = a.id AND ba.backup_id <> $1)",
         backup_id,
     )
@@ -223,18 +231,23 @@ async def delete_backup(
     Runs in the caller's transaction; the caller deletes each archive from the store and
     then its row. A 'deleting' archive is never adopted by a later backup.
     """
-    await db.execute(f"SELECT 1 FROM {catalog.q}.backups WHERE id = $1 FOR UPDATE", backup_id)
+    await db.execute(
+        f"SELECT 1 FROM {catalog.schema_sql}.backups WHERE id = $1 FOR UPDATE", backup_id
+    )
     ids = [
         r["archive_id"]
         for r in await db.fetch(
-            f"DELETE FROM {catalog.q}.backup_archives WHERE backup_id = $1 RETURNING archive_id",
+            f"DELETE FROM {catalog.schema_sql}.backup_archives "
+            "WHERE backup_id = $1 RETURNING archive_id",
             backup_id,
         )
     ]
-    await db.execute(f"DELETE FROM {catalog.q}.backups WHERE id = $1", backup_id)
+    await db.execute(f"DELETE FROM {catalog.schema_sql}.backups WHERE id = $1", backup_id)
     orphaned = await db.fetch(
-        f"UPDATE {catalog.q}.archives a SET state = 'deleting' WHERE a.id = ANY($1::bigint[]) "
-        f"AND NOT EXISTS (SELECT 1 FROM {catalog.q}.backup_archives ba WHERE ba.archive_id = a.id) "
+        f"UPDATE {catalog.schema_sql}.archives a SET state = 'deleting' "
+        "WHERE a.id = ANY($1::bigint[]) "
+        f"AND NOT EXISTS (SELECT 1 FROM {catalog.schema_sql}.backup_archives ba "
+        "WHERE ba.archive_id = a.id) "
         "RETURNING a.*",
         ids,
     )
@@ -242,5 +255,7 @@ async def delete_backup(
 
 
 async def deleting_archives(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
-    records = await db.fetch(f"SELECT * FROM {catalog.q}.archives WHERE state = 'deleting'")
+    records = await db.fetch(
+        f"SELECT * FROM {catalog.schema_sql}.archives WHERE state = 'deleting'"
+    )
     return [dict(r) for r in records]

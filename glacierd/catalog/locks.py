@@ -50,12 +50,13 @@ async def operation_lock(catalog: Catalog, what: str) -> AsyncIterator[asyncpg.C
 
 async def _busy_message(conn: asyncpg.Connection, catalog: Catalog, what: str) -> str:
     running = await conn.fetchrow(
-        f"SELECT id, started_at FROM {catalog.q}.backups WHERE status = 'running' "
+        f"SELECT id, started_at FROM {catalog.schema_sql}.backups WHERE status = 'running' "
         "ORDER BY id DESC LIMIT 1"
     )
     restoring = (
         await conn.fetchrow(
-            f"SELECT id FROM {catalog.q}.restores WHERE state = 'restoring' ORDER BY id LIMIT 1"
+            f"SELECT id FROM {catalog.schema_sql}.restores "
+            "WHERE state = 'restoring' ORDER BY id LIMIT 1"
         )
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{catalog.schema}.restores")
         else None

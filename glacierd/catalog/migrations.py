@@ -39,12 +39,14 @@ class CatalogState:
 
 async def catalog_state(catalog: Catalog) -> CatalogState:
     async with catalog.pool.acquire() as conn:
-        table = await conn.fetchval("SELECT to_regclass($1)", f"{catalog.q}.schema_migrations")
+        table = await conn.fetchval(
+            "SELECT to_regclass($1)", f"{catalog.schema_sql}.schema_migrations"
+        )
         if table is None:
             return CatalogState(False, [name for _, name, _ in available_migrations()], [])
         applied = {
             r["version"]
-            for r in await conn.fetch(f"SELECT version FROM {catalog.q}.schema_migrations")
+            for r in await conn.fetch(f"SELECT version FROM {catalog.schema_sql}.schema_migrations")
         }
     known = available_migrations()
     return CatalogState(
@@ -61,23 +63,25 @@ async def migrate(catalog: Catalog) -> list[str]:
     async with catalog.pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", key)
         try:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog.q}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog.schema_sql}")
             await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {catalog.q}.schema_migrations ("
+                f"CREATE TABLE IF NOT EXISTS {catalog.schema_sql}.schema_migrations ("
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {
                 r["version"]
-                for r in await conn.fetch(f"SELECT version FROM {catalog.q}.schema_migrations")
+                for r in await conn.fetch(
+                    f"SELECT version FROM {catalog.schema_sql}.schema_migrations"
+                )
             }
             for version, name, sql in available_migrations():
                 if version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(sql.replace("{schema}", catalog.q))
+                    await conn.execute(sql.replace("{schema}", catalog.schema_sql))
                     await conn.execute(
-                        f"INSERT INTO {catalog.q}.schema_migrations (version, name) "
+                        f"INSERT INTO {catalog.schema_sql}.schema_migrations (version, name) "
                         "VALUES ($1, $2)",
                         version,
                         name,

@@ -40,7 +40,7 @@ async def create(
     async with pool.acquire() as conn, conn.transaction():
         try:
             restore_id = await conn.fetchval(
-                f"INSERT INTO {catalog.q}.restores (backup_id, snapshot_id, options, "
+                f"INSERT INTO {catalog.schema_sql}.restores (backup_id, snapshot_id, options, "
                 "archive_count) VALUES ($1, $2, $3::jsonb, $4) RETURNING id",
                 backup_id,
                 snapshot_id,
@@ -53,7 +53,7 @@ async def create(
             raise
         if archive_ids:
             await conn.execute(
-                f"INSERT INTO {catalog.q}.restore_archives (restore_id, archive_id) "
+                f"INSERT INTO {catalog.schema_sql}.restore_archives (restore_id, archive_id) "
                 "SELECT $1, unnest($2::bigint[])",
                 restore_id,
                 archive_ids,
@@ -62,17 +62,21 @@ async def create(
 
 
 async def get(db: Conn, catalog: Catalog, restore_id: int) -> dict[str, Any] | None:
-    return _row(await db.fetchrow(f"SELECT * FROM {catalog.q}.restores WHERE id = $1", restore_id))
+    return _row(
+        await db.fetchrow(f"SELECT * FROM {catalog.schema_sql}.restores WHERE id = $1", restore_id)
+    )
 
 
 async def list_all(db: Conn, catalog: Catalog, limit: int = 100) -> list[dict[str, Any]]:
-    records = await db.fetch(f"SELECT * FROM {catalog.q}.restores ORDER BY id DESC LIMIT $1", limit)
+    records = await db.fetch(
+        f"SELECT * FROM {catalog.schema_sql}.restores ORDER BY id DESC LIMIT $1", limit
+    )
     return [r for r in (_row(x) for x in records) if r is not None]
 
 
 async def active(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
     records = await db.fetch(
-        f"SELECT * FROM {catalog.q}.restores WHERE state = ANY($1::text[]) ORDER BY id",
+        f"SELECT * FROM {catalog.schema_sql}.restores WHERE state = ANY($1::text[]) ORDER BY id",
         list(ACTIVE),
     )
     return [r for r in (_row(x) for x in records) if r is not None]
@@ -92,7 +96,7 @@ async def set_state(
     means nothing changed."""
     finished = state in status.RESTORE_FINISHED
     result = await db.execute(
-        f"UPDATE {catalog.q}.restores SET state = $2, error = $3, updated_at = now(), "
+        f"UPDATE {catalog.schema_sql}.restores SET state = $2, error = $3, updated_at = now(), "
         "finished_at = CASE WHEN $4 THEN now() ELSE finished_at END "
         "WHERE id = $1 AND state = ANY($5::text[]) AND ($6::text IS NULL OR state = $6)",
         restore_id,
@@ -107,7 +111,7 @@ async def set_state(
 
 async def mark_step(db: Conn, catalog: Catalog, restore_id: int, step: str, value: Any) -> None:
     await db.execute(
-        f"UPDATE {catalog.q}.restores "
+        f"UPDATE {catalog.schema_sql}.restores "
         "SET steps = steps || jsonb_build_object($2::text, $3::jsonb), updated_at = now() "
         "WHERE id = $1",
         restore_id,
@@ -118,8 +122,8 @@ async def mark_step(db: Conn, catalog: Catalog, restore_id: int, step: str, valu
 
 async def archives(db: Conn, catalog: Catalog, restore_id: int) -> list[dict[str, Any]]:
     records = await db.fetch(
-        f"SELECT a.* FROM {catalog.q}.restore_archives ra "
-        f"JOIN {catalog.q}.archives a ON a.id = ra.archive_id WHERE ra.restore_id = $1 "
+        f"SELECT a.* FROM {catalog.schema_sql}.restore_archives ra "
+        f"JOIN {catalog.schema_sql}.archives a ON a.id = ra.archive_id WHERE ra.restore_id = $1 "
         "ORDER BY a.kind, a.path NULLS FIRST",
         restore_id,
     )
@@ -136,7 +140,7 @@ async def add_snapshot(
     reason: str,
 ) -> int:
     return await db.fetchval(
-        f"INSERT INTO {catalog.q}.snapshots (path, size, sha256, database_name, reason) "
+        f"INSERT INTO {catalog.schema_sql}.snapshots (path, size, sha256, database_name, reason) "
         "VALUES ($1, $2, $3, $4, $5) RETURNING id",
         path,
         size,
@@ -147,14 +151,16 @@ async def add_snapshot(
 
 
 async def snapshots(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
-    records = await db.fetch(f"SELECT * FROM {catalog.q}.snapshots ORDER BY id DESC")
+    records = await db.fetch(f"SELECT * FROM {catalog.schema_sql}.snapshots ORDER BY id DESC")
     return [dict(r) for r in records]
 
 
 async def get_snapshot(db: Conn, catalog: Catalog, snapshot_id: int) -> dict[str, Any] | None:
-    record = await db.fetchrow(f"SELECT * FROM {catalog.q}.snapshots WHERE id = $1", snapshot_id)
+    record = await db.fetchrow(
+        f"SELECT * FROM {catalog.schema_sql}.snapshots WHERE id = $1", snapshot_id
+    )
     return dict(record) if record else None
 
 
 async def delete_snapshot(db: Conn, catalog: Catalog, snapshot_id: int) -> None:
-    await db.execute(f"DELETE FROM {catalog.q}.snapshots WHERE id = $1", snapshot_id)
+    await db.execute(f"DELETE FROM {catalog.schema_sql}.snapshots WHERE id = $1", snapshot_id)

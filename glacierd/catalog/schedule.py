@@ -11,7 +11,7 @@ from glacierd.catalog.pool import Catalog
 
 async def record_scheduled_for(db: Conn, catalog: Catalog, backup_id: int, when: datetime) -> None:
     await db.execute(
-        f"UPDATE {catalog.q}.backups SET scheduled_for = $2 WHERE id = $1", backup_id, when
+        f"UPDATE {catalog.schema_sql}.backups SET scheduled_for = $2 WHERE id = $1", backup_id, when
     )
 
 
@@ -20,6 +20,6 @@ async def covered_until(db: Conn, catalog: Catalog) -> datetime | None:
     covers the cron time it ran for, on the daemon's clock; any other backup its start,
     on the database server's clock. None before the first completed backup."""
     return await db.fetchval(
-        f"SELECT max(coalesce(scheduled_for, started_at)) FROM {catalog.q}.backups "
+        f"SELECT max(coalesce(scheduled_for, started_at)) FROM {catalog.schema_sql}.backups "
         "WHERE status = 'completed'"
     )

@@ -44,7 +44,6 @@ STORE_STATUSES: tuple[StoreStatus, ...] = get_args(StoreStatus)
 STORED: tuple[ArchiveStatus, ...] = ("available", "pending", "ready", "local")
 
 REQUEST, NEWS, FETCH, CLEANUP = "request", "news", "fetch", "cleanup"
-ACTORS = (REQUEST, NEWS, FETCH, CLEANUP)
 
 # SQL conditions on the row as it is at the moment of the UPDATE (guards that a snapshot
 # the caller took earlier cannot express).
@@ -116,28 +115,15 @@ TRANSITIONS: dict[tuple[ArchiveStatus, ArchiveStatus], Edge] = {
 }
 
 
-class IllegalTransition(ValueError):
-    pass
-
-
-def edge(current: str, new: str, who: str) -> Edge:
-    """The edge ``current -> new`` if ``who`` may take it, else IllegalTransition."""
-    found = TRANSITIONS.get((current, new))
-    if found is None or who not in found.who:
-        raise IllegalTransition(
-            f"{who} cannot move an archive's retrieval status from {current} to {new}"
-        )
-    return found
-
-
 def allowed(current: ArchiveStatus, new: ArchiveStatus, who: str) -> bool:
+    """Whether ``who`` may move an archive from ``current`` to ``new`` at all."""
     found = TRANSITIONS.get((current, new))
     return found is not None and who in found.who
 
 
-def guard(current: str, new: str, who: str) -> str | None:
-    """The SQL guard on the edge for this caller (None: none); IllegalTransition if barred."""
-    return edge(current, new, who).who[who]
+def guard(current: ArchiveStatus, new: ArchiveStatus, who: str) -> str | None:
+    """The SQL guard on an allowed edge for this caller (None: none)."""
+    return TRANSITIONS[(current, new)].who[who]
 
 
 def sources_for(new: ArchiveStatus, who: str) -> list[ArchiveStatus]:

@@ -17,7 +17,7 @@ from pydantic.dataclasses import dataclass
 
 from glacierd.config.errors import Unquoted, invalid, must_be
 from glacierd.config.fields import SECTION
-from glacierd.sources.conninfo import ConnInfo, ConnInfoError, names_secret, parse_conninfo
+from glacierd.pgconnect.conninfo import ConnInfo, ConnInfoError, names_secret, parse_conninfo
 
 # Environment variables that replace a setting of the file (README, "Configuration").
 ENV_OVERRIDES = {

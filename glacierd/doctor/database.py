@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 
 from glacierd.catalog.migrations import available_migrations
-from glacierd.catalog.pool import CatalogError, connection
+from glacierd.catalog.pool import CatalogError
 from glacierd.doctor.model import CheckResult, Doctor, Problem
+from glacierd.pgconnect.connect import connection
 from glacierd.sources.database import (
     check_pg_dump,
     connect,

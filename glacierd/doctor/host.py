@@ -11,6 +11,7 @@ from pathlib import Path
 
 from glacierd.doctor.model import CheckResult, Doctor, Problem
 from glacierd.logs import log_file_problem
+from glacierd.sources.orphan_dir import OrphanDirProblem, existing_ancestor, orphan_dir_state
 from glacierd.units import human_bytes
 
 GiB = 1024**3
@@ -37,16 +38,9 @@ async def check_configuration(d: Doctor) -> CheckResult:
     return CheckResult("configuration", True, detail)
 
 
-def _existing_ancestor(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path("/")
-
-
 async def check_disk_space(d: Doctor) -> CheckResult:
     state_dir = d.config.state_dir
-    base = await asyncio.to_thread(_existing_ancestor, state_dir)
+    base = await asyncio.to_thread(existing_ancestor, state_dir)
     if base == state_dir and not await asyncio.to_thread(base.is_dir):
         raise Problem(f"state_dir {state_dir} is not a directory", "point state_dir at a directory")
     if not await asyncio.to_thread(os.access, base, os.W_OK | os.X_OK):
@@ -99,36 +93,13 @@ def _check_files(root: Path | None, orphan: Path | None) -> str:
     shown = f"{count}{'+' if count == 1000 else ''} entries at the top"
     if orphan is None:
         return f"{root} is readable ({shown})"
-    if orphan.exists():
-        if not orphan.is_dir():
-            raise Problem(
-                f"files.orphan_dir {orphan} exists and is not a directory",
-                "remove it or point files.orphan_dir elsewhere",
-            )
-        if not os.access(orphan, os.W_OK | os.X_OK):
-            raise Problem(
-                f"files.orphan_dir {orphan} is not writable, so a restore cannot move orphans "
-                "aside",
-                f"'chown glacierd: {orphan}' or point files.orphan_dir elsewhere",
-            )
-        state = "writable"
-    else:
-        parent = _existing_ancestor(orphan)
-        if not parent.is_dir():
-            raise Problem(
-                f"files.orphan_dir {orphan} cannot be created: {parent} is not a directory",
-                "point files.orphan_dir at a directory path beside files.root",
-            )
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise Problem(
-                f"files.orphan_dir {orphan} does not exist and cannot be created ({parent} is "
-                "not writable)",
-                f"create it and 'chown glacierd: {orphan}', or point files.orphan_dir elsewhere",
-            )
-        state = "creatable"
+    try:
+        state = orphan_dir_state(orphan)  # the same check a restore makes
+    except OrphanDirProblem as exc:
+        raise Problem(exc.detail, exc.fix) from None
     note = ""
     with contextlib.suppress(OSError):
-        if _existing_ancestor(orphan).stat().st_dev != root.stat().st_dev:
+        if existing_ancestor(orphan).stat().st_dev != root.stat().st_dev:
             note = " (on another filesystem than files.root: orphans are copied, not renamed)"
     return f"{root} is readable ({shown}); orphan directory {orphan} is {state}{note}"
 

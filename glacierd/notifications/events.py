@@ -32,4 +32,3 @@ def parse_events(message: str) -> list[RetrievalEvent]:
         return parse_notification(data)
     except MalformedEvent as exc:
         raise EventParseError(exc.reason) from None
-

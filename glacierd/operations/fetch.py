@@ -20,19 +20,19 @@ import asyncio
 import errno
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
+from glacierd.context import Context
 from glacierd.operations.errors import OperationError, describe_error
+from glacierd.operations.retrieval import archive_ref, no_follow_up, record_store_answer
 from glacierd.stores.base import ArchiveNotFoundError, NotRetrievedError, VerificationError
 from glacierd.units import human_bytes
-
-if TYPE_CHECKING:
-    from glacierd.context import Context
 
 log = structlog.get_logger("glacierd.fetch")
 _BACKOFF_START, _BACKOFF_MAX = 30.0, 3600.0
@@ -56,10 +56,8 @@ def fetched_path(state_dir: Path, archive_id: int) -> Path:
 
 async def fetch_archive(ctx: Context, archive_id: int) -> dict[str, Any] | None:
     """Download one ready archive; returns its row once local, None if it was not ready."""
-    from glacierd.operations.retrieval import apply_state, archive_ref
-
     pool, cat = ctx.catalog.pool, ctx.catalog
-    row = await aq.get(pool, cat, archive_id)
+    row = await archive_rows.get(pool, cat, archive_id)
     if row is None or row["retrieval_status"] != "ready":
         return row if row and row["retrieval_status"] == "local" else None
     dest = fetched_path(ctx.config.state_dir, archive_id)
@@ -72,7 +70,8 @@ async def fetch_archive(ctx: Context, archive_id: int) -> dict[str, Any] | None:
         # The readable copy expired (or was never there): ask the store where it stands,
         # and apply its answer only if the row is still as it was read above.
         state = await ctx.store.retrieval_status(archive_ref(row))
-        await apply_state(ctx, row, state, source="fetch")
+        # (Ready again: the next poll hands it back; this very fetch is still running.)
+        await record_store_answer(ctx, row, state, source="fetch", on_ready=no_follow_up)
         flog.warning("fetch.not_ready", status=state.status, reason=state.reason)
         return None
     except OSError as exc:
@@ -80,7 +79,7 @@ async def fetch_archive(ctx: Context, archive_id: int) -> dict[str, Any] | None:
         if local is None:
             raise
         raise LocalFetchError(local) from exc
-    new = await aq.mark_local(pool, cat, archive_id, str(dest))
+    new = await archive_rows.mark_local(pool, cat, archive_id, str(dest))
     flog.info(
         "fetch.verified",
         sha256=row["sha256"],
@@ -149,9 +148,16 @@ def _kind(exc: BaseException) -> str:
     return "transient"
 
 
+# Told an archive's id when its download ended in a way a waiting restore must hear of: it
+# is local now, or it failed for good (or in a way an operator must fix). The daemon
+# advances the restore requests (debounced: many downloads ending together, one advance).
+OnFetched = Callable[[int], object]
+
+
 class Fetcher:
-    def __init__(self, ctx: Context, concurrency: int = 2) -> None:
+    def __init__(self, ctx: Context, *, on_fetched: OnFetched, concurrency: int = 2) -> None:
         self.ctx = ctx
+        self.on_fetched = on_fetched
         self.semaphore = asyncio.Semaphore(concurrency)
         self.in_flight: set[int] = set()
         self.failures: dict[int, _Failure] = {}
@@ -207,7 +213,7 @@ class Fetcher:
                 await fetch_archive(self.ctx, archive_id)
             self.failures.pop(archive_id, None)
             self.verification_failures.pop(archive_id, None)
-            self.ctx.kick_restores()  # a restore may be waiting for exactly this archive
+            self.on_fetched(archive_id)  # a restore may be waiting for exactly this archive
         except Exception as exc:
             kind = _kind(exc)
             previous = self.failures.get(archive_id)
@@ -215,7 +221,7 @@ class Fetcher:
             delay = min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (count - 1))
             reason = describe_error(exc, "fetch")
             self.failures[archive_id] = _Failure(count, time.monotonic() + delay, reason, kind)
-            await aq.update_fields(
+            await archive_rows.update_fields(
                 self.ctx.catalog.pool, self.ctx.catalog, archive_id, retrieval_error=reason
             )
             if kind == "verification":
@@ -232,6 +238,6 @@ class Fetcher:
                 outcome="bad copy deleted; archive stays ready",
             )
             if kind != "transient" or count >= MAX_FAILURES:
-                self.ctx.kick_restores()  # a restore may fail on, or report, this
+                self.on_fetched(archive_id)  # a restore may fail on, or report, this
         finally:
             self.in_flight.discard(archive_id)

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog import status
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError
+from glacierd.operations.views import archive_view, iso
 from glacierd.sources.attachments import file_state, on_disk_path
 from glacierd.stores.base import ArchiveRef
 
@@ -29,10 +29,6 @@ class ConflictError(OperationError):
     pass
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
-
-
 def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
     rank = row.get("lowest_rank")
     duration = None
@@ -42,8 +38,8 @@ def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "status": row["status"],
         "trigger": row["trigger"],
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
         "duration_s": duration,
         "error": row["error"],
         "database": row["database_name"],
@@ -56,7 +52,7 @@ def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_backups(ctx: Context, limit: int = 100) -> list[dict[str, Any]]:
-    rows = await q.list_backups(ctx.catalog.pool, ctx.catalog, limit)
+    rows = await backup_rows.list_backups(ctx.catalog.pool, ctx.catalog, limit)
     return [backup_summary(r) for r in rows]
 
 
@@ -84,7 +80,7 @@ async def completed_backup(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A completed backup and its archives, or the error that says why it cannot be used."""
     pool, cat = ctx.catalog.pool, ctx.catalog
-    backup = await q.get_backup(pool, cat, backup_id)
+    backup = await backup_rows.get_backup(pool, cat, backup_id)
     if backup is None:
         raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
     if backup["status"] != "completed":
@@ -92,35 +88,14 @@ async def completed_backup(
             f"backup {backup_id} is {backup['status']}, not completed; only a completed backup "
             f"can be {verb} — pick another from GET /backups."
         )
-    return backup, await q.backup_archives(pool, cat, backup_id)
-
-
-def archive_view(a: dict[str, Any], exists: bool) -> dict[str, Any]:
-    return {
-        "id": a["id"],
-        "kind": a["kind"],
-        "path": a["path"],
-        "store": a["store_name"],
-        "key": a["store_key"],
-        "size": a["size"],
-        "sha256": a["sha256"],
-        "storage_class": a["storage_class"],
-        "status": "exists" if exists else a["retrieval_status"],
-        "retrieval_tier": a["retrieval_tier"],
-        "retrieval_requested_at": _iso(a["retrieval_requested_at"]),
-        "expected_ready_at": _iso(a["retrieval_expected_at"])
-        if a["retrieval_status"] == "pending"
-        else None,
-        "ready_until": _iso(a["ready_until"]) if a["retrieval_status"] == "ready" else None,
-        "retrieval_error": a["retrieval_error"],
-    }
+    return backup, await backup_rows.backup_archives(pool, cat, backup_id)
 
 
 async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:
-    row = await q.get_backup(ctx.catalog.pool, ctx.catalog, backup_id)
+    row = await backup_rows.get_backup(ctx.catalog.pool, ctx.catalog, backup_id)
     if row is None:
         raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
-    archives = await q.backup_archives(ctx.catalog.pool, ctx.catalog, backup_id)
+    archives = await backup_rows.backup_archives(ctx.catalog.pool, ctx.catalog, backup_id)
     present = await asyncio.to_thread(on_disk, ctx.config.files.root, archives)
     views = [archive_view(a, a["id"] in present) for a in archives]
     detail = backup_summary(row)
@@ -133,13 +108,13 @@ async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
     """Delete a backup; a file archive leaves the store only when no other backup uses it."""
     cat = ctx.catalog
     async with operation_lock(cat, "delete"), cat.pool.acquire() as conn:
-        row = await q.get_backup(conn, cat, backup_id)
+        row = await backup_rows.get_backup(conn, cat, backup_id)
         if row is None:
             raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
         if row["status"] == "running":
             raise ConflictError(f"backup {backup_id} is still running; delete it when it ends.")
         active = await conn.fetchval(
-            f"SELECT id FROM {cat.q}.restores WHERE backup_id = $1 "
+            f"SELECT id FROM {cat.schema_sql}.restores WHERE backup_id = $1 "
             "AND state NOT IN ('restored', 'failed') LIMIT 1",
             backup_id,
         )
@@ -148,7 +123,7 @@ async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
                 f"backup {backup_id} is being restored (restore {active}); delete it afterwards."
             )
         async with conn.transaction():
-            unused = await q.delete_backup(conn, cat, backup_id)
+            unused = await backup_rows.delete_backup(conn, cat, backup_id)
         deleted = await purge_archives(ctx, unused)
     log.info("backup.deleted", backup_id=backup_id, archives_deleted=deleted)
     return {"id": backup_id, "deleted": True, "archives_deleted": deleted}
@@ -161,12 +136,12 @@ async def purge_archives(ctx: Context, archives: list[dict[str, Any]]) -> int:
         # The same key may have been stored again since (a later backup archived the file
         # anew while this deletion waited): then the object is that archive's, keep it.
         reused = await pool.fetchval(
-            f"SELECT 1 FROM {cat.q}.archives WHERE store_name = $1 AND store_key = $2 "
+            f"SELECT 1 FROM {cat.schema_sql}.archives WHERE store_name = $1 AND store_key = $2 "
             "AND state <> 'deleting' LIMIT 1",
             a["store_name"],
             a["store_key"],
         )
         if not reused:
             await ctx.store.delete(ArchiveRef(a["store_key"], a["size"], a["sha256"]))
-        await q.drop_archive_rows(pool, cat, [a["id"]])
+        await backup_rows.drop_archive_rows(pool, cat, [a["id"]])
     return len(archives)

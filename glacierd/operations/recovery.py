@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import structlog
 
-from glacierd.catalog import backups as q
+from glacierd.catalog import backups as backup_rows
 from glacierd.catalog.locks import BusyError, operation_lock
 from glacierd.context import Context
 from glacierd.operations.backup import remove_unfinished
 from glacierd.operations.inventory import purge_archives
-from glacierd.operations.retrieval import resume_interrupted_requests
+from glacierd.operations.retrieval import no_follow_up, resume_interrupted_requests
 from glacierd.operations.state_sweep import sweep_state_dir
 from glacierd.stores.base import StoreError
 
@@ -35,7 +35,9 @@ async def recover_interrupted(ctx: Context) -> list[int]:
     """
     await sweep_state_dir(ctx.config.state_dir)
     try:
-        resumed = await resume_interrupted_requests(ctx)
+        # Nothing is downloaded yet: the first poll, right after start, hands archives that
+        # are ready to the fetcher.
+        resumed = await resume_interrupted_requests(ctx, on_ready=no_follow_up)
     except StoreError as exc:
         log.warning("recovery.retrievals_not_resumed", error=str(exc))
         resumed = 0
@@ -43,15 +45,15 @@ async def recover_interrupted(ctx: Context) -> list[int]:
         log.warning("recovery.retrievals_resumed", count=resumed)
     try:
         async with operation_lock(ctx.catalog, "recovery"):
-            ids = await q.running_backups(ctx.catalog.pool, ctx.catalog)
+            ids = await backup_rows.running_backups(ctx.catalog.pool, ctx.catalog)
             for backup_id in ids:
                 blog = log.bind(backup_id=backup_id)
-                await q.fail_backup(ctx.catalog.pool, ctx.catalog, backup_id, INTERRUPTED)
+                await backup_rows.fail_backup(ctx.catalog.pool, ctx.catalog, backup_id, INTERRUPTED)
                 await remove_unfinished(ctx, backup_id, blog)
                 blog.warning("recovery.backup_interrupted", outcome="marked failed")
-            for backup_id in await q.failed_with_leftovers(ctx.catalog.pool, ctx.catalog):
+            for backup_id in await backup_rows.failed_with_leftovers(ctx.catalog.pool, ctx.catalog):
                 await remove_unfinished(ctx, backup_id, log.bind(backup_id=backup_id))
-            leftover = await q.deleting_archives(ctx.catalog.pool, ctx.catalog)
+            leftover = await backup_rows.deleting_archives(ctx.catalog.pool, ctx.catalog)
             if leftover:
                 await purge_archives(ctx, leftover)
                 log.warning("recovery.deletions_finished", archives=len(leftover))

@@ -2,7 +2,7 @@
 
 Three paths report a retrieval's progress: the answer to the request itself, SNS
 notifications (``notifications/dispatch.py``) and polling (``Poller``). All of them end in
-``apply_state``, a compare-and-set against the row as the caller saw it before it asked the
+``record_store_answer``, a compare-and-set against the row as the caller saw it before it asked the
 store (``catalog.archives.compare_and_set``): an answer that was overtaken — by a fetch that
 finished, a newer request, a newer job — changes nothing. Polling and notifications can
 therefore race safely: whichever comes second finds nothing left to change.
@@ -11,18 +11,22 @@ A request first *claims* the archive (available → pending, "asking"), and only
 whose claim succeeds asks the store, so a retrieval is never requested (and billed) twice.
 While the request is on its way, "the store knows of no retrieval" is not believed: it may
 just not have arrived yet.
+
+An archive found ready is announced through the caller's ``on_ready(archive_id)``: the
+daemon hands it to the fetcher; one-shot commands download nothing (``no_follow_up``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from glacierd.catalog import archives as aq
+from glacierd.catalog import archives as archive_rows
 from glacierd.catalog import status
 from glacierd.context import Context
 from glacierd.operations.inventory import completed_backup, on_disk
@@ -42,6 +46,13 @@ POLLS_PER_TYPICAL_WAIT = 12
 POLL_BATCH = 50
 POLL_CONCURRENCY = 4
 
+# Told the id of an archive that is ready to download (the daemon: Fetcher.enqueue).
+OnReady = Callable[[int], object]
+
+
+def no_follow_up(archive_id: int) -> None:
+    """``on_ready`` for callers that download nothing (one-shot commands, recovery)."""
+
 
 def archive_ref(row: dict[str, Any]) -> ArchiveRef:
     return ArchiveRef(
@@ -53,12 +64,13 @@ def archive_ref(row: dict[str, Any]) -> ArchiveRef:
     )
 
 
-async def apply_state(
+async def record_store_answer(
     ctx: Context,
     seen: dict[str, Any],
     state: RetrievalState,
     source: str,
     *,
+    on_ready: OnReady,
     answer: bool = False,
 ) -> dict[str, Any] | None:
     """Record what the store says about an archive's retrieval, if the row is still as
@@ -66,7 +78,7 @@ async def apply_state(
 
     ``answer`` marks the answer to our own request (it ends the claim). If the archive
     already has that status, only the details are refreshed (a job id, an expected time, a
-    new expiry). An archive that is ready is handed to the fetcher.
+    new expiry). An archive that is ready is announced to ``on_ready``.
     """
     pool, cat = ctx.catalog.pool, ctx.catalog
     if not answer and state.job_id and seen["retrieval_job_id"] not in (None, state.job_id):
@@ -92,7 +104,7 @@ async def apply_state(
     if answer:
         details["retrieval_asking"] = False
     who = status.REQUEST if answer else status.NEWS
-    new = await aq.compare_and_set(
+    new = await archive_rows.compare_and_set(
         pool, cat, seen, state.status, who, match_job=not answer, **details
     )
     moved = new is not None and new["retrieval_status"] != seen["retrieval_status"]
@@ -116,13 +128,15 @@ async def apply_state(
             source=source,
             why="the edge is not the news's to take, or the row changed since it was read",
         )
-    current = new if new is not None else await aq.get(pool, cat, seen["id"])
-    if current and current["retrieval_status"] == "ready" and ctx.fetcher is not None:
-        ctx.fetcher.enqueue(current["id"])
+    current = new if new is not None else await archive_rows.get(pool, cat, seen["id"])
+    if current and current["retrieval_status"] == "ready":
+        on_ready(current["id"])
     return new if moved else None
 
 
-async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None) -> dict[str, Any]:
+async def retrieve_backup(
+    ctx: Context, backup_id: int, tier: str | None = None, *, on_ready: OnReady
+) -> dict[str, Any]:
     """Request retrieval of a backup's database archive and of every file not on disk.
 
     Files already on disk are never retrieved (as in the original engine). Archives already
@@ -134,7 +148,7 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
     for row in rows:
         if row["id"] in present:
             continue
-        state = await request_archive(ctx, row, tier, source="request")
+        state = await request_archive(ctx, row, tier, source="request", on_ready=on_ready)
         if state is None:
             counts["already"] += 1
         else:
@@ -144,30 +158,30 @@ async def retrieve_backup(ctx: Context, backup_id: int, tier: str | None = None)
 
 
 async def request_archive(
-    ctx: Context, row: dict[str, Any], tier: str | None, source: str
+    ctx: Context, row: dict[str, Any], tier: str | None, source: str, *, on_ready: OnReady
 ) -> RetrievalState | None:
     """Ask the store for one archive unless it is already pending, ready or local, or
     another caller claimed it first (None: the store was not asked).
 
-    Used by the retrieve verb and by restores alike. A ready archive is (re)handed to the
-    fetcher instead of being requested again.
+    Used by the retrieve verb and by restores alike. A ready archive is announced to
+    ``on_ready`` again instead of being requested again.
     """
     pool, cat = ctx.catalog.pool, ctx.catalog
     now = datetime.now(UTC)
-    seen = await aq.get(pool, cat, row["id"])  # the caller's copy may be old
+    seen = await archive_rows.get(pool, cat, row["id"])  # the caller's copy may be old
     if seen is None or seen["state"] != "stored":
         return None
     if seen["retrieval_status"] in ("pending", "local") or (
-        seen["retrieval_status"] == "ready" and not aq.expired(seen, now)
+        seen["retrieval_status"] == "ready" and not archive_rows.expired(seen, now)
     ):
-        if seen["retrieval_status"] == "ready" and ctx.fetcher is not None:
-            ctx.fetcher.enqueue(seen["id"])
+        if seen["retrieval_status"] == "ready":
+            on_ready(seen["id"])
         return None
     tier = tier or ctx.store.default_tier
     # Claim it before asking: a store that finishes at once may notify us (SNS) before
     # RestoreObject even returns, and that news must find the archive pending; and only the
     # caller whose claim succeeds asks the store.
-    claimed = await aq.claim_retrieval(
+    claimed = await archive_rows.claim_retrieval(
         pool, cat, seen, retrieval_tier=tier, retrieval_requested_at=now, retrieval_error=None
     )
     if claimed is None:
@@ -186,12 +200,12 @@ async def request_archive(
     except BaseException:
         await asyncio.shield(_undo_claim(ctx, claimed, "the retrieval request failed"))
         raise
-    await apply_state(ctx, claimed, state, source=source, answer=True)
+    await record_store_answer(ctx, claimed, state, source=source, on_ready=on_ready, answer=True)
     return state
 
 
 async def _undo_claim(ctx: Context, claimed: dict[str, Any], reason: str) -> None:
-    await aq.compare_and_set(
+    await archive_rows.compare_and_set(
         ctx.catalog.pool,
         ctx.catalog,
         claimed,
@@ -203,20 +217,22 @@ async def _undo_claim(ctx: Context, claimed: dict[str, Any], reason: str) -> Non
     )
 
 
-async def resume_interrupted_requests(ctx: Context) -> int:
+async def resume_interrupted_requests(ctx: Context, *, on_ready: OnReady) -> int:
     """At start-up: ask the store again for archives claimed by a process that died before
     the store answered (the claim is ours now; S3 and the local vault take a repeated
     request as "already in progress"). Returns how many were asked again."""
     pool, cat = ctx.catalog.pool, ctx.catalog
     resumed = 0
-    for row in await aq.asking(pool, cat, ctx.store.name):
+    for row in await archive_rows.asking(pool, cat, ctx.store.name):
         try:
             state = await ctx.store.request_retrieval(archive_ref(row), row["retrieval_tier"])
         except Exception as exc:
             await _undo_claim(ctx, row, f"the retrieval request failed after a restart: {exc}")
             log.warning("recovery.retrieval_request_failed", archive_id=row["id"], error=str(exc))
             continue
-        await apply_state(ctx, row, state, source="recovery", answer=True)
+        await record_store_answer(
+            ctx, row, state, source="recovery", on_ready=on_ready, answer=True
+        )
         log.warning(
             "recovery.retrieval_requested_again",
             archive_id=row["id"],
@@ -230,9 +246,12 @@ async def resume_interrupted_requests(ctx: Context) -> int:
 class Poller:
     """Asks the store about pending archives, each at the pace its tier warrants."""
 
-    def __init__(self, ctx: Context, override_seconds: float | None = None) -> None:
+    def __init__(
+        self, ctx: Context, override_seconds: float | None = None, *, on_ready: OnReady
+    ) -> None:
         self.ctx = ctx
         self.override = override_seconds
+        self.on_ready = on_ready
         # archive id -> monotonic time of its next check; only archives still polled.
         self.next_check: dict[int, float] = {}
 
@@ -250,16 +269,15 @@ class Poller:
     async def poll_once(self) -> int:
         """Check at most POLL_BATCH due archives; returns how many changed status."""
         ctx = self.ctx
-        rows = await aq.with_status(
+        rows = await archive_rows.with_status(
             ctx.catalog.pool, ctx.catalog, ctx.store.name, ["pending", "ready"]
         )
         clock = time.monotonic()
         now = datetime.now(UTC)
         polled: list[dict[str, Any]] = []
         for row in rows:
-            if row["retrieval_status"] == "ready" and not aq.expired(row, now):
-                if ctx.fetcher is not None:
-                    ctx.fetcher.enqueue(row["id"])  # a failed fetch is retried (with backoff)
+            if row["retrieval_status"] == "ready" and not archive_rows.expired(row, now):
+                self.on_ready(row["id"])  # a failed fetch is retried (with backoff)
                 continue
             polled.append(row)
         # Forget archives that are no longer polled (fetched, expired, deleted).
@@ -282,6 +300,9 @@ class Poller:
                 except Exception as exc:
                     log.warning("poll.failed", archive_id=row["id"], error=str(exc))
                     return False
-                return await apply_state(ctx, row, state, source="poll") is not None
+                changed = await record_store_answer(
+                    ctx, row, state, source="poll", on_ready=self.on_ready
+                )
+                return changed is not None
 
         return sum(await asyncio.gather(*(check(row) for row in due)))

@@ -92,7 +92,8 @@ def filesystem_path(text: str) -> str:
 
 
 def on_disk_path(root: Path, catalog: str) -> Path:
-    """Where a catalog path lives under ``root`` (no safety checks: see restore_files)."""
+    """Where a catalog path lives under ``root`` (no safety checks: see
+    operations/restore/paths.py)."""
     return root / filesystem_path(catalog)
 
 
@@ -117,10 +118,6 @@ class Skipped:
 class WalkResult:
     files: list[FileEntry] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
 
 
 def _is_loop(exc: BaseException) -> bool:
@@ -201,8 +198,6 @@ async def walk(root: Path) -> WalkResult:
 
 
 # ---------------------------------------------------------------- comparing with an archive
-
-COMPARE_MODES = ("size", "sha256")
 
 
 def sha256_of(path: Path) -> str | None:

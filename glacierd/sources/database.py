@@ -1,7 +1,9 @@
-"""The database source: pg_dump in custom format, streamed from its stdout.
+"""The database source: pg_dump in custom format, streamed from its stdout; the tools'
+versions; short connections to the backed-up database.
 
-pg_dump runs as an asyncio subprocess with an argument list; the connection parameters
-(password included) reach it through libpq environment variables, never the command line.
+pg_dump runs as an asyncio subprocess with an argument list (processes.py); the connection
+parameters (password included) reach it through libpq environment variables, never the
+command line.
 """
 
 from __future__ import annotations
@@ -11,24 +13,26 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import asyncpg
-import structlog
 
-from glacierd.catalog.pool import connection
 from glacierd.errors import GlacierdError
-from glacierd.sources.conninfo import ConnInfo
+from glacierd.pgconnect.connect import connection
+from glacierd.pgconnect.conninfo import ConnInfo
+from glacierd.sources import processes
+from glacierd.sources.processes import (
+    collect,
+    read_limited,
+    read_output,
+    run_tool,
+    stop_process,
+    wait_exited,
+)
 
-log = structlog.get_logger("glacierd.sources.database")
-CHUNK = 1024 * 1024
-_STDERR_LIMIT = 64 * 1024
 _HELD = "(its error output was held open by another process)"
-T = TypeVar("T")
 
 
 class DatabaseSourceError(GlacierdError):
@@ -41,145 +45,8 @@ class ToolVersion:
     text: str
 
 
-# How long a program that only reports something (--version, --list) may take, and how long
-# a killed process group may take to go away before glacierd stops waiting for it.
-TOOL_SECONDS = 60.0
-REAP_SECONDS = 10.0
-
-
-class ToolTimeout(Exception):
-    """A short-lived tool did not finish in time (it was killed)."""
-
-
-async def run_tool(
-    argv: list[str], env: dict[str, str], limit_seconds: float
-) -> tuple[int, bytes, bytes]:
-    """Run a short-lived program to the end: (exit code, stdout, stderr).
-
-    Both pipes are read to the end while waiting (``communicate``), and the whole run is
-    bounded: after ``limit_seconds`` the program and its helpers are killed and
-    ToolTimeout is raised."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit_seconds)
-    except TimeoutError:
-        await stop_process(proc, (proc.stdout, proc.stderr))
-        raise ToolTimeout(f"{argv[0]} did not finish within {limit_seconds:g} s") from None
-    except BaseException:
-        await stop_process(proc, (proc.stdout, proc.stderr))
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out, err
-
-
-async def stop_process(
-    proc: asyncio.subprocess.Process,
-    unread: tuple[asyncio.StreamReader | None, ...] = (),
-    grace: float | None = None,
-) -> None:
-    """Kill ``proc``'s process group (it was started with ``start_new_session``) and reap
-    it — bounded, and never stuck on a pipe.
-
-    asyncio (CPython 3.11) wakes ``Process.wait()`` only once the child has exited *and*
-    every one of its pipes has been seen closed. A stdout pipe nobody reads any more, whose
-    reading asyncio paused because its buffer was full, is never seen closed, and such a
-    wait never returns. So the streams the caller stopped reading (``unread``) are read to
-    their end here (the kill closes their other end), stdin is closed, and if something
-    still holds a pipe open after ``grace`` seconds (default REAP_SECONDS) the pipes are
-    closed by force."""
-    grace = REAP_SECONDS if grace is None else grace
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.stdin is not None:
-        proc.stdin.close()
-
-    async def discard(stream: asyncio.StreamReader) -> None:
-        while await stream.read(CHUNK):
-            pass
-
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(discard(s) for s in unread if s is not None), proc.wait()), grace
-        )
-    except TimeoutError:
-        # A helper outside the process group keeps a pipe open: close our ends, so that
-        # asyncio can finish with the (dead) process. Process has no public way to do this.
-        log.warning("process.pipes_forced_closed", pid=proc.pid, grace_seconds=grace)
-        transport = getattr(proc, "_transport", None)
-        if transport is not None:
-            transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace)
-
-
-async def read_output(
-    proc: asyncio.subprocess.Process, stream: asyncio.StreamReader, size: int = CHUNK
-) -> bytes:
-    """The next bytes ``proc`` writes to ``stream``; b"" at the end of its output.
-
-    The end is normally the pipe's end of file. But when the process has exited and a helper
-    it left behind (a wrapper script's background child) keeps the pipe open, no end of file
-    ever comes: once the process is gone and the pipe has been silent for ``REAP_SECONDS``,
-    the helpers are killed and the output is taken as ended. A quiet process that is still
-    running (pg_dump waiting for a lock, a long query) is waited for."""
-    while True:
-        try:
-            return await asyncio.wait_for(stream.read(size), REAP_SECONDS)
-        except TimeoutError:
-            if proc.returncode is None:
-                continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(stream.read(size), REAP_SECONDS)
-            return b""
-
-
-async def wait_exited(
-    proc: asyncio.subprocess.Process, unread: tuple[asyncio.StreamReader | None, ...] = ()
-) -> int:
-    """``proc``'s exit code, once it has exited — also when a helper it left behind keeps one
-    of its pipes open (asyncio's ``wait()`` alone would then never return): such helpers are
-    killed and the pipes closed (see stop_process). Its other pipes must be being read."""
-    waiter = asyncio.ensure_future(proc.wait())
-    try:
-        while True:
-            done, _ = await asyncio.wait({waiter}, timeout=REAP_SECONDS)
-            if done:
-                return waiter.result()
-            if proc.returncode is not None:
-                await stop_process(proc, unread)
-                return proc.returncode
-    finally:
-        waiter.cancel()
-
-
-async def collect(
-    reader: asyncio.Task[T],
-    proc: asyncio.subprocess.Process,
-    unread: tuple[asyncio.StreamReader | None, ...] = (),
-    *,
-    default: T,
-) -> T:
-    """What ``reader`` (a task reading one of ``proc``'s pipes to its end) read, now that
-    ``proc`` has exited. If a helper ``proc`` left behind holds that pipe open, the process
-    group is killed and the pipes are closed (stop_process), which ends the reader; if even
-    that does not end it, ``default``."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(reader), REAP_SECONDS)
-    except TimeoutError:
-        await stop_process(proc, unread)
-    try:
-        return await asyncio.wait_for(reader, REAP_SECONDS)
-    except TimeoutError:
-        return default
+class RestoreError(DatabaseSourceError):
+    """The database restore failed; the database was left as it was."""
 
 
 def find_tool(name: str, setting: str | None = None) -> str:
@@ -200,10 +67,10 @@ def find_tool(name: str, setting: str | None = None) -> str:
 async def tool_version(tool: str, setting: str | None = None) -> ToolVersion:
     path = find_tool(tool, setting)
     try:
-        code, out, _ = await run_tool([path, "--version"], dict(os.environ), TOOL_SECONDS)
-    except ToolTimeout:
+        code, out, _ = await run_tool([path, "--version"], dict(os.environ), processes.TOOL_SECONDS)
+    except processes.ToolTimeout:
         raise DatabaseSourceError(
-            f"{path} --version did not answer within {TOOL_SECONDS:g} s",
+            f"{path} --version did not answer within {processes.TOOL_SECONDS:g} s",
             "check the program (a wrapper script waiting for input?) or reinstall it",
         ) from None
     text = out.decode(errors="replace").strip()
@@ -269,7 +136,7 @@ class PgDump:
             argv.append(f"--lock-wait-timeout={max(1, int(self.lock_wait_seconds * 1000))}")
         return argv
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             stdin=asyncio.subprocess.DEVNULL,
@@ -282,7 +149,7 @@ class PgDump:
         )
         proc = self.proc
         assert proc.stdout is not None and proc.stderr is not None
-        stderr_task = asyncio.create_task(_read_limited(proc.stderr))
+        stderr_task = asyncio.create_task(read_limited(proc.stderr))
         finished = False
         try:
             while chunk := await read_output(proc, proc.stdout):
@@ -290,7 +157,7 @@ class PgDump:
             # End of the dump: pg_dump closed its output and is exiting. Still bounded: a
             # wrapper could close its output and go on running.
             try:
-                code = await asyncio.wait_for(wait_exited(proc), 3 * REAP_SECONDS)
+                code = await asyncio.wait_for(wait_exited(proc), 3 * processes.REAP_SECONDS)
             except TimeoutError:
                 raise DatabaseSourceError(
                     f"{self.tool} ended its output but did not exit while dumping "
@@ -324,14 +191,6 @@ class PgDump:
             stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stderr_task
-
-
-async def _read_limited(stream: asyncio.StreamReader) -> str:
-    data = bytearray()
-    while chunk := await stream.read(4096):
-        if len(data) < _STDERR_LIMIT:
-            data += chunk
-    return data[:_STDERR_LIMIT].decode(errors="replace")
 
 
 async def list_tables(conninfo: ConnInfo, exclude_schema: str) -> list[str]:

@@ -14,16 +14,12 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequen
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from glacierd.catalog.status import StoreStatus
 from glacierd.config import TIERS
 from glacierd.errors import GlacierdError
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
-
-if TYPE_CHECKING:
-    from glacierd.stores.notifications import StoreEvent
 
 
 class StoreError(GlacierdError):
@@ -173,9 +169,11 @@ class Store(abc.ABC):
     async def delete(self, archive: ArchiveRef) -> None:
         """Delete an archive; deleting one that is already gone is not an error."""
 
-    def interpret(self, event: StoreEvent) -> list[StoreNews]:
-        """What a notification says about this store's archives: nothing, unless the store
-        is the kind that sent it (and, for a bucket, it is this bucket and prefix)."""
+    def interpret(self, event: object) -> list[StoreNews]:
+        """What a notification (any ``stores.notifications.StoreEvent``) says about this
+        store's archives: nothing, unless the store is the kind that sent it (and, for a
+        bucket, it is this bucket and prefix). Typed ``object`` so that this interface need
+        not import every store's event types."""
         return []
 
     def stored_key(self, planned: str) -> str | None:

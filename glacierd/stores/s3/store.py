@@ -32,7 +32,6 @@ from glacierd.stores.base import (
     StoreError,
     StoreNews,
 )
-from glacierd.stores.notifications import StoreEvent
 from glacierd.stores.s3.download import download
 from glacierd.stores.s3.errors import NO_BUCKET_CODES, NOT_FOUND_CODES, S3Errors
 from glacierd.stores.s3.events import S3RestoreEvent, restore_news
@@ -79,7 +78,7 @@ class S3Store(Store):
             return None
         return s3_key[len(self.cfg.prefix) :]
 
-    def interpret(self, event: StoreEvent) -> list[StoreNews]:
+    def interpret(self, event: object) -> list[StoreNews]:
         """A restore event about an object of this bucket under this prefix."""
         if not isinstance(event, S3RestoreEvent) or event.bucket != self.cfg.bucket:
             return []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import structlog
@@ -48,7 +48,7 @@ async def sha256_b64(body: bytes) -> str:
 
 async def numbered_parts(
     pieces: AsyncIterator[bytes], plan: PartPlan
-) -> AsyncIterator[tuple[int, bytes]]:
+) -> AsyncGenerator[tuple[int, bytes], None]:
     """Group ``base``-sized pieces into numbered parts of ``plan.pieces(n)`` pieces."""
     number = 1
     group: list[bytes] = []

@@ -31,7 +31,6 @@ from glacierd.stores.base import (
     StoreNews,
     VerificationError,
 )
-from glacierd.stores.notifications import StoreEvent
 from glacierd.stores.vault.errors import GoneError, VaultErrors
 from glacierd.stores.vault.events import VaultJobEvent, job_news
 from glacierd.stores.vault.jobs import (
@@ -68,7 +67,7 @@ class VaultStore(Store):
 
     # -- client ---------------------------------------------------------------------------
 
-    def interpret(self, event: StoreEvent) -> list[StoreNews]:
+    def interpret(self, event: object) -> list[StoreNews]:
         """A retrieval job's message; its archive is found by the job, else by the ArchiveId."""
         return [job_news(event)] if isinstance(event, VaultJobEvent) else []
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 
-from glacierd.catalog import restores as rq
+from glacierd.catalog import restores as restore_rows
 from glacierd.context import Context
+from glacierd.operations.views import iso
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
 from glacierd.sources.database import PgDump
@@ -36,7 +37,7 @@ async def take_snapshot(ctx: Context, reason: str) -> dict[str, Any]:
     digest = Digest()
     async with aclosing(dump.chunks()) as chunks:
         await write_atomically(path, digest.wrap(chunks))
-    snap_id = await rq.add_snapshot(
+    snap_id = await restore_rows.add_snapshot(
         ctx.catalog.pool,
         ctx.catalog,
         str(path),
@@ -51,15 +52,15 @@ async def take_snapshot(ctx: Context, reason: str) -> dict[str, Any]:
 
 async def prune_snapshots(ctx: Context, keep_id: int) -> int:
     """Delete snapshots beyond restore.snapshot_keep, oldest first (never ``keep_id``)."""
-    snaps = await rq.snapshots(ctx.catalog.pool, ctx.catalog)  # newest first
+    snaps = await restore_rows.snapshots(ctx.catalog.pool, ctx.catalog)  # newest first
     # A snapshot being restored right now is never pruned (restoring it takes a new one).
-    in_use = {r["snapshot_id"] for r in await rq.active(ctx.catalog.pool, ctx.catalog)}
+    in_use = {r["snapshot_id"] for r in await restore_rows.active(ctx.catalog.pool, ctx.catalog)}
     removed = 0
     for snap in snaps[ctx.config.restore.snapshot_keep :]:
         if snap["id"] == keep_id or snap["id"] in in_use:
             continue
         await asyncio.to_thread(Path(snap["path"]).unlink, missing_ok=True)
-        await rq.delete_snapshot(ctx.catalog.pool, ctx.catalog, snap["id"])
+        await restore_rows.delete_snapshot(ctx.catalog.pool, ctx.catalog, snap["id"])
         log.info("snapshot.pruned", snapshot_id=snap["id"], path=snap["path"])
         removed += 1
     return removed
@@ -68,7 +69,7 @@ async def prune_snapshots(ctx: Context, keep_id: int) -> int:
 def snapshot_view(snap: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": snap["id"],
-        "created_at": snap["created_at"].astimezone(UTC).isoformat(),
+        "created_at": iso(snap["created_at"]),
         "path": snap["path"],
         "size": snap["size"],
         "sha256": snap["sha256"],

@@ -1,8 +1,4 @@
-"""Putting attached files back and moving orphans aside — never deleting anything.
-
-Paths come from the catalog, which could be damaged or forged; each one is checked before
-use: absolute paths, ``..`` segments and paths that pass through a symlink leading outside
-files.root (or through a symlink loop) are refused.
+"""Putting attached files back — never deleting anything.
 
 **Placing files** (``FilePlacement``) makes every file the restore needs match its archive:
 
@@ -33,176 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import shutil
 import stat
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import structlog
 
-from glacierd.operations.errors import OperationError
-from glacierd.pipeline.files import (
-    CHUNK,
-    create_private,
-    discard,
-    naming,
-    partial_path,
-    write_all,
+from glacierd.operations.restore.moving import free_name, move_aside
+from glacierd.operations.restore.paths import UnsafePathError, errors_as_text, safe_destination
+from glacierd.operations.restore.placed import (
+    ArchivedFile,
+    Identity,
+    Placed,
+    PlacementResult,
+    identity_of,
+    stat_identity,
 )
+from glacierd.pipeline.files import CHUNK, create_private, discard, naming, partial_path, write_all
 from glacierd.sources.attachments import catalog_path, file_state, filesystem_path
 
 log = structlog.get_logger("glacierd.restore")
-
-
-class UnsafePathError(OperationError):
-    pass
-
-
-def safe_destination(root: Path, relpath: str) -> Path:
-    """The absolute path for catalog path ``relpath`` under ``root``, or UnsafePathError
-    saying why."""
-    name = filesystem_path(relpath)
-    pure = PurePosixPath(name)
-    if not relpath or "\0" in name:
-        raise UnsafePathError(f"catalog path {relpath!r} is empty or contains a NUL byte")
-    if pure.is_absolute():
-        raise UnsafePathError(f"catalog path {relpath!r} is absolute; refusing to write there")
-    if ".." in pure.parts:
-        raise UnsafePathError(f"catalog path {relpath!r} contains '..'; refusing to leave the root")
-    dest = root.joinpath(*pure.parts)
-    real_root = root.resolve()
-    # Resolving the parent follows any symlinked folder on the way: it must stay inside.
-    try:
-        parent = dest.parent.resolve()
-    except (RuntimeError, OSError):  # RuntimeError: a symlink loop on Python 3.11
-        raise UnsafePathError(
-            f"catalog path {relpath!r} passes through a symlink loop; remove the loop"
-        ) from None
-    if not parent.is_relative_to(real_root):
-        raise UnsafePathError(
-            f"catalog path {relpath!r} passes through a symlink leading outside {root}; "
-            "refusing to write there"
-        )
-    return dest
-
-
-def unsafe_paths(root: Path, relpaths: list[str]) -> list[str]:
-    """Blocking (it resolves paths): why each unsafe path is refused, in order."""
-    refused = []
-    for relpath in relpaths:
-        try:
-            safe_destination(root, relpath)
-        except UnsafePathError as exc:
-            refused.append(str(exc))
-    return refused
-
-
-@contextlib.contextmanager
-def errors_as_text() -> Iterator[None]:
-    """An OSError naming an odd file (a name that is not valid UTF-8) is re-raised with the
-    name escaped like a catalog path: its message goes into the catalog, the log and JSON,
-    which all need text."""
-    try:
-        yield
-    except OSError as exc:
-        names = [
-            catalog_path(n) if isinstance(n, str) else n for n in (exc.filename, exc.filename2)
-        ]
-        if names != [exc.filename, exc.filename2]:
-            raise OSError(exc.errno, exc.strerror, names[0], None, names[1]) from exc
-        raise
-
-
-# ---------------------------------------------------------------- placing files
-
-
-@dataclass(frozen=True)
-class ArchivedFile:
-    """A verified local copy and what the catalog recorded about the file."""
-
-    path: str  # catalog path
-    source: Path
-    size: int | None
-    sha256: str | None
-    mode: int | None = None
-    mtime_ns: int | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ArchivedFile:
-        return cls(
-            path=row["path"],
-            source=Path(row["local_path"]),
-            size=row["size"],
-            sha256=row["sha256"],
-            mode=row.get("mode"),
-            mtime_ns=row.get("mtime_ns"),
-        )
-
-
-Identity = tuple[int, int, int, int]  # device, inode, size, mtime_ns
-
-
-def _identity(st: os.stat_result) -> Identity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _identity_of(path: Path) -> Identity | None:
-    try:
-        return _identity(os.lstat(path))
-    except OSError:
-        return None
-
-
-@dataclass
-class Placed:
-    """One file this restore puts (or put) in place."""
-
-    path: str
-    identity: Identity
-    moved_to: str | None = None  # where the file it replaces went (orphan folder)
-
-    def to_json(self) -> dict[str, Any]:
-        # Escaped like catalog paths: an odd name must fit in the catalog's jsonb.
-        moved = catalog_path(self.moved_to) if self.moved_to else None
-        return {"identity": list(self.identity), "moved_to": moved}
-
-    @classmethod
-    def from_json(cls, path: str, value: Any) -> Placed | None:
-        try:
-            dev, ino, size, mtime = (int(x) for x in value["identity"])
-            moved = value.get("moved_to")
-            return cls(path, (dev, ino, size, mtime), filesystem_path(moved) if moved else None)
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-@dataclass
-class PlacementResult:
-    placed: list[str] = field(default_factory=list)  # was missing
-    replaced: list[str] = field(default_factory=list)  # differed: moved aside, replaced
-    unchanged: list[str] = field(default_factory=list)  # already matched the archive
-    taken: list[str] = field(default_factory=list)  # appeared meanwhile: left as it is
-
-    def add(self, outcome: str, path: str) -> None:
-        {
-            "placed": self.placed,
-            "replaced": self.replaced,
-            "unchanged": self.unchanged,
-            "taken": self.taken,
-        }[outcome].append(path)
-
-    def summary(self, orphan_dir: Path | None) -> dict[str, Any]:
-        return {
-            "placed": len(self.placed),
-            "replaced": len(self.replaced),
-            "replaced_paths": self.replaced[:1000],
-            "replaced_moved_to": str(orphan_dir) if self.replaced else None,
-        }
-
 
 Save = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -284,7 +132,7 @@ class FilePlacement:
         """Compare one file with its archive; write the temporary copy if it must change."""
         dest = safe_destination(self.root, f.path)
         earlier = self.entries.get(f.path)
-        if earlier and _identity_of(dest) == earlier.identity:
+        if earlier and identity_of(dest) == earlier.identity:
             # Placed by an earlier run of this same restore (before a restart): done.
             return ("replaced" if earlier.moved_to else "placed"), dest, None
         state = file_state(dest, f.size, f.sha256, self.compare)
@@ -333,7 +181,7 @@ class FilePlacement:
             os.fchmod(fd, _file_mode(f.mode, parent))
             if f.mtime_ns is not None:
                 os.utime(fd, ns=(f.mtime_ns, f.mtime_ns))
-            identity = _identity(os.fstat(fd))
+            identity = stat_identity(os.fstat(fd))
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -347,14 +195,14 @@ class FilePlacement:
     def _orphan_target(self, relpath: str) -> Path:
         assert self.orphan_dir is not None
         taken = {e.moved_to for e in self.entries.values() if e.moved_to}
-        return _free_name(
+        return free_name(
             self.orphan_dir.joinpath(*PurePosixPath(filesystem_path(relpath)).parts), taken
         )
 
     def _put_in_place(self, dest: Path, entry: Placed) -> str:
         tmp = partial_path(dest)
         if entry.moved_to and os.path.lexists(dest) and not os.path.lexists(entry.moved_to):
-            _move(dest, Path(entry.moved_to))
+            move_aside(dest, Path(entry.moved_to))
         try:
             os.link(tmp, dest)
         except FileExistsError:
@@ -384,7 +232,7 @@ class FilePlacement:
             except UnsafePathError:
                 continue
             discard(partial_path(dest))
-            if _identity_of(dest) == entry.identity:
+            if identity_of(dest) == entry.identity:
                 os.unlink(dest)  # the very file this restore wrote
                 removed += 1
             if entry.moved_to and os.path.lexists(entry.moved_to):
@@ -398,7 +246,7 @@ class FilePlacement:
                     )
                 else:
                     try:
-                        _move(Path(entry.moved_to), dest)
+                        move_aside(Path(entry.moved_to), dest)
                         put_back += 1
                     except FileExistsError:  # written there this very moment: keep theirs
                         kept += 1
@@ -426,89 +274,6 @@ def _take_ownership_of(target: int | Path, parent: os.stat_result) -> None:
             os.fchown(target, uid, parent.st_gid)
         else:
             os.chown(target, uid, parent.st_gid)
-
-
-# ---------------------------------------------------------------- orphans
-
-
-def _free_name(target: Path, taken: set[str] | None = None) -> Path:
-    def used(p: Path) -> bool:
-        return os.path.lexists(p) or (taken is not None and str(p) in taken)
-
-    if not used(target):
-        return target
-    n = 1
-    while used(target.with_name(f"{target.name}.{n}")):
-        n += 1
-    return target.with_name(f"{target.name}.{n}")
-
-
-def _move(source: Path, target: Path) -> None:
-    """Move a file (or a folder) to ``target`` without ever replacing what is there: a hard
-    link then an unlink on one filesystem, a complete copy first across filesystems — the
-    source goes only once the target is complete. Raises FileExistsError if ``target``
-    exists."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.isdir(source) and not os.path.islink(source):
-        _move_folder(source, target)
-        return
-    try:
-        os.link(source, target, follow_symlinks=False)  # create-only: never replaces
-    except OSError as exc:
-        if exc.errno == errno.EXDEV:  # the orphan folder is on another filesystem
-            tmp = partial_path(target)
-            try:
-                shutil.copy2(source, tmp, follow_symlinks=False)
-                os.link(tmp, target, follow_symlinks=False)
-            finally:
-                discard(tmp)
-        elif exc.errno in (errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EMLINK):
-            # No hard link here (fs.protected_hardlinks forbids linking another user's
-            # file; some filesystems have none): a rename, after checking the target.
-            if os.path.lexists(target):
-                raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
-            os.rename(source, target)
-            return
-        else:
-            raise
-    os.unlink(source)
-
-
-def _move_folder(source: Path, target: Path) -> None:
-    if os.path.lexists(target):
-        raise FileExistsError(errno.EEXIST, "exists", str(target))
-    try:
-        os.rename(source, target)  # same filesystem: atomic
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.copytree(source, target, symlinks=True)
-        shutil.rmtree(source)
-
-
-def _move_one(source: Path, orphan_root: Path, relpath: str) -> Path:
-    target = _free_name(orphan_root.joinpath(*PurePosixPath(filesystem_path(relpath)).parts))
-    _move(source, target)
-    return target
-
-
-async def move_orphans(root: Path, orphan_root: Path, relpaths: list[str]) -> list[str]:
-    """Move files the restored backup does not reference to ``orphan_root``, keeping their
-    relative paths; an earlier orphan of the same name gets a ``.1``, ``.2``… sibling."""
-    moved = []
-    with errors_as_text():
-        for relpath in relpaths:
-            if await asyncio.to_thread(_move_if_present, root, orphan_root, relpath):
-                moved.append(relpath)
-    return moved
-
-
-def _move_if_present(root: Path, orphan_root: Path, relpath: str) -> bool:
-    source = safe_destination(root, relpath)
-    if not os.path.lexists(source):
-        return False
-    _move_one(source, orphan_root, relpath)
-    return True
 
 
 async def remove_placed(placement: FilePlacement) -> dict[str, int]:
