@@ -84,8 +84,10 @@ def test_only_tracked_files_are_installed(installed: tuple[Path, str, str]) -> N
 def test_no_build_output_is_left_in_the_checkout(installed: tuple[Path, str, str]) -> None:
     _, before, after = installed
     assert after == before
-    assert not (REPO / "build").exists()
-    assert not list(REPO.glob("*.egg-info"))
+    # What pip would leave in a checkout it builds in; "before" shows any left by whoever
+    # set up this checkout's own virtualenv (an editable install may write an egg-info).
+    for leftover in [REPO / "build", *REPO.glob("*.egg-info")]:
+        assert leftover.name in before, f"install.sh left {leftover} in the checkout"
 
 
 def test_the_virtualenv_runs_glacierd_with_its_migrations(

@@ -26,14 +26,14 @@ from glacierd import reload as reload_mod
 from glacierd.config import config_from_dict, load_config
 from glacierd.context import Context, open_context
 from glacierd.logs import configure_logging
-from glacierd.operations.restore import RestoreDriver
 from glacierd.operations.retrieval import Poller
 from glacierd.reload import Reloader, changed_settings, reload
 from glacierd.scheduler import start_scheduler
-from glacierd.service import _poll_job, _restore_job
+from glacierd.service import Workers, _poll_job, _restore_job
 from tests import pg
 from tests.conftest import to_toml
 from tests.daemon import Daemon
+from tests.wiring import wire
 
 # ------------------------------------------------------------------------------------------
 # in process
@@ -56,11 +56,11 @@ def restore_logging() -> Iterator[None]:
 class Running:
     """serve's pieces that a reload touches, around a real context."""
 
-    def __init__(self, ctx: Context, scheduler: Any, poller: Poller) -> None:
-        self.ctx, self.scheduler, self.poller = ctx, scheduler, poller
+    def __init__(self, ctx: Context, scheduler: Any, poller: Poller, workers: Workers) -> None:
+        self.ctx, self.scheduler, self.poller, self.workers = ctx, scheduler, poller, workers
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [_poll_job(self.ctx, self.poller), _restore_job(self.ctx, self.ctx.restorer)]
+        return [_poll_job(self.ctx, self.poller), _restore_job(self.ctx, self.workers.restorer)]
 
     @property
     def daemon(self) -> Any:
@@ -104,9 +104,11 @@ async def running(
     config = load_config(config_file(schedule=schedule))
     configure_logging(config.logging)  # as `glacierd serve` does before it starts
     async with open_context(config) as ctx:
-        ctx.restorer = RestoreDriver(ctx)
-        poller = Poller(ctx, config.schedule.poll_interval_seconds)
-        run = Running(ctx, None, poller)
+        workers = wire(ctx)  # as serve wires them
+        poller = Poller(
+            ctx, config.schedule.poll_interval_seconds, on_ready=workers.fetcher.enqueue
+        )
+        run = Running(ctx, None, poller, workers)
         run.scheduler = await start_scheduler(ctx, run.jobs())
         try:
             yield run

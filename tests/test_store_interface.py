@@ -156,9 +156,10 @@ def test_each_store_has_one_table_of_retrieval_times(tmp_path: Path) -> None:
 def test_the_poll_pace_follows_the_stores_expectation(
     store: Any, storage_class: str, tier: str | None, seconds: float
 ) -> None:
-    poller = Poller(SimpleNamespace(store=store))  # type: ignore[arg-type]
+    poller = Poller(SimpleNamespace(store=store), on_ready=no_follow_up)  # type: ignore[arg-type]
     assert poller.interval({"storage_class": storage_class, "retrieval_tier": tier}) == seconds
-    assert Poller(SimpleNamespace(store=store), 0.5).interval({}) == 0.5  # type: ignore[arg-type]
+    quick = Poller(SimpleNamespace(store=store), 0.5, on_ready=no_follow_up)  # type: ignore[arg-type]
+    assert quick.interval({}) == 0.5
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -182,7 +183,7 @@ def open_ctx(make_settings: Callable[..., dict], tmp_path: Path) -> Callable[...
 
 async def _dump(ctx: Context) -> dict[str, Any]:
     row = await ctx.catalog.pool.fetchrow(
-        f"SELECT * FROM {ctx.catalog.q}.archives WHERE kind = 'database'"
+        f"SELECT * FROM {ctx.catalog.schema_sql}.archives WHERE kind = 'database'"
     )
     assert row is not None
     return dict(row)
@@ -190,7 +191,7 @@ async def _dump(ctx: Context) -> dict[str, Any]:
 
 async def _set(ctx: Context, archive_id: int, sql: str) -> dict[str, Any]:
     await ctx.catalog.pool.execute(
-        f"UPDATE {ctx.catalog.q}.archives SET {sql} WHERE id = $1", archive_id
+        f"UPDATE {ctx.catalog.schema_sql}.archives SET {sql} WHERE id = $1", archive_id
     )
     row = await aq.get(ctx.catalog.pool, ctx.catalog, archive_id)
     assert row is not None
