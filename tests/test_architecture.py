@@ -128,7 +128,7 @@ def test_the_graph_is_read_from_real_imports() -> None:
     """The graph is not empty by accident: known arrows are in it."""
     assert "glacierd.operations.retrieval" in GRAPH["glacierd.operations.fetch"]
     assert "glacierd.pgconnect.connect" in GRAPH["glacierd.sources.database"]
-    assert "glacierd.service" in GRAPH["glacierd.cli"]  # imported inside a function
+    assert "glacierd.service" in GRAPH["glacierd.cli.daemon"]  # imported inside a function
     assert "glacierd.catalog.backups" in GRAPH["glacierd.operations.inventory"]
 
 

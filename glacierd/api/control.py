@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from glacierd.api.errors import (
+    MAX_ID,
     BadRequest,
     Handler,
     error_response,
@@ -125,11 +126,19 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if stale else 200)
 
 
+def _query_number(request: web.Request, name: str, lowest: int, highest: int) -> int | None:
+    raw = request.query.get(name)
+    value = None if raw is None else whole_number(raw, lowest, highest)
+    if raw is not None and value is None:
+        raise BadRequest(f"{name} must be a whole number from {lowest} to {highest}.")
+    return value
+
+
 async def list_backups(request: web.Request) -> web.Response:
-    limit = whole_number(request.query.get("limit", "100"), 1, 10000)
-    if limit is None:
-        return error_response(400, "limit must be a whole number from 1 to 10000.")
-    return web.json_response({"backups": await inventory.list_backups(request.app[CTX], limit)})
+    limit = _query_number(request, "limit", 1, 10000) or 100
+    before = _query_number(request, "before", 1, MAX_ID)  # page backwards from this id
+    rows = await inventory.list_backups(request.app[CTX], limit, before)
+    return web.json_response({"backups": rows})
 
 
 async def create_backup(request: web.Request) -> web.Response:
@@ -142,7 +151,11 @@ async def create_backup(request: web.Request) -> web.Response:
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    return web.json_response(await inventory.backup_detail(request.app[CTX], path_id(request)))
+    # Paged when asked: ?limit=N&offset=M (the answer's next_offset is the next page's M).
+    limit = _query_number(request, "limit", 1, 10000)
+    offset = _query_number(request, "offset", 0, MAX_ID) or 0
+    detail = await inventory.backup_detail(request.app[CTX], path_id(request), limit, offset)
+    return web.json_response(detail)
 
 
 async def retrieve_backup(request: web.Request) -> web.Response:
@@ -168,13 +181,14 @@ async def restore_backup(request: web.Request) -> web.Response:
     tier = body.get("tier")
     if tier is not None and tier not in TIERS:
         raise BadRequest(f"tier {tier!r} is not one of {', '.join(TIERS)}.")
+    ctx = request.app[CTX]
     options = {
         "tier": tier,
         "database": _flag(body, "database", True),
-        "files": _flag(body, "files", True),
+        # Without files.root the backups hold the database only: files default to false.
+        "files": _flag(body, "files", ctx.config.files.root is not None),
         "dry_run": _flag(body, "dry_run", False),
     }
-    ctx = request.app[CTX]
     result = await restore.start_restore(ctx, path_id(request), options)
     if options["dry_run"]:
         return web.json_response(result)

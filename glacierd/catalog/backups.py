@@ -140,15 +140,22 @@ async def link_archives(db: Conn, catalog: Catalog, backup_id: int, archive_ids:
     )
 
 
-async def list_backups(db: Conn, catalog: Catalog, limit: int = 100) -> list[dict[str, Any]]:
+async def list_backups(
+    db: Conn, catalog: Catalog, limit: int = 100, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` backups (older than backup ``before``, to page backwards), with
+    their lowest retrieval status and the store their database dump went to."""
     records = await db.fetch(
         f"SELECT b.*, (SELECT min(array_position(ARRAY['available','pending','ready','local'], "
         f"  a.retrieval_status)) FROM {catalog.schema_sql}.backup_archives ba "
         f"  JOIN {catalog.schema_sql}.archives a ON a.id = ba.archive_id "
         "  WHERE ba.backup_id = b.id) "
-        f"  AS lowest_rank "
-        f"FROM {catalog.schema_sql}.backups b ORDER BY b.id DESC LIMIT $1",
+        f"  AS lowest_rank, (SELECT d.store_name FROM {catalog.schema_sql}.archives d "
+        "  WHERE d.created_by = b.id AND d.kind = 'database' ORDER BY d.id LIMIT 1) AS store_name "
+        f"FROM {catalog.schema_sql}.backups b WHERE ($2::bigint IS NULL OR b.id < $2) "
+        "ORDER BY b.id DESC LIMIT $1",
         limit,
+        before,
     )
     return [dict(r) for r in records]
 

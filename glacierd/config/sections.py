@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from apscheduler.util import astimezone
 from pydantic import StrictBool, StrictStr, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from glacierd.config.api_token import read_api_token
 from glacierd.config.errors import invalid, must_be
 from glacierd.config.fields import (
     SECTION,
@@ -118,6 +118,8 @@ class ApiConfig:
     port: Port = 8470
     socket: OptionalPath = None
     token_env: StrictStr = "GLACIERD_API_TOKEN"
+    # A file holding the token, readable by the operators' group (config/api_token.py).
+    token_file: OptionalPath = None
 
     @field_validator("host")
     @classmethod
@@ -132,7 +134,9 @@ class ApiConfig:
 
     @property
     def token(self) -> str | None:
-        return os.environ.get(self.token_env) or None
+        """The bearer token: from the environment variable, or from ``token_file``. Reads
+        a small file: the daemon once at start, the CLI in a thread."""
+        return read_api_token(self.token_env, self.token_file)
 
     @property
     def base_url(self) -> str:

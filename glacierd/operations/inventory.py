@@ -48,11 +48,14 @@ def backup_summary(row: dict[str, Any]) -> dict[str, Any]:
         "skipped_files": row["skipped_files"],
         "bytes_uploaded": row["bytes_uploaded"],
         "retrieval_status": status.ORDER[rank - 1] if rank else None,
+        "store": row.get("store_name"),
     }
 
 
-async def list_backups(ctx: Context, limit: int = 100) -> list[dict[str, Any]]:
-    rows = await backup_rows.list_backups(ctx.catalog.pool, ctx.catalog, limit)
+async def list_backups(
+    ctx: Context, limit: int = 100, before: int | None = None
+) -> list[dict[str, Any]]:
+    rows = await backup_rows.list_backups(ctx.catalog.pool, ctx.catalog, limit, before)
     return [backup_summary(r) for r in rows]
 
 
@@ -91,7 +94,11 @@ async def completed_backup(
     return backup, await backup_rows.backup_archives(pool, cat, backup_id)
 
 
-async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:
+async def backup_detail(
+    ctx: Context, backup_id: int, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """A backup with its archives: all of them, or ``limit`` from ``offset`` on (then
+    ``next_offset`` says where the next page starts, None after the last)."""
     row = await backup_rows.get_backup(ctx.catalog.pool, ctx.catalog, backup_id)
     if row is None:
         raise NotFoundError(f"backup {backup_id} does not exist; GET /backups lists the ids.")
@@ -100,7 +107,11 @@ async def backup_detail(ctx: Context, backup_id: int) -> dict[str, Any]:
     views = [archive_view(a, a["id"] in present) for a in archives]
     detail = backup_summary(row)
     detail["retrieval_status"] = status.lowest(v["status"] for v in views)
-    detail["archives"] = views
+    detail["store"] = next((a["store_name"] for a in archives if a["kind"] == "database"), None)
+    end = len(views) if limit is None else offset + limit
+    detail["archive_count"] = len(views)
+    detail["archives"] = views[offset:end]
+    detail["next_offset"] = end if end < len(views) else None
     return detail
 
 
