@@ -14,15 +14,20 @@
 #      Debian-like system it apt-get installs postgresql-client / python3-venv for the
 #      ones missing, otherwise it stops and names them.
 #   2. creates the system user and group "glacierd" (home /var/lib/glacierd, no login shell)
+#      and the group "glacierd-operators" (glacierd is a member): its members may read the
+#      configuration and the API token, so they run the CLI without sudo
 #   3. copies the source to /opt/glacierd (root-owned): only the files git tracks (git
 #      ls-files), never a checkout's .venv, build output, caches or demo-work; an unpacked
 #      release without .git is copied without those. An upgrade replaces the tree and keeps
 #      /opt/glacierd/.venv.
 #   4. creates /opt/glacierd/.venv and pip-installs glacierd into it, building from a
 #      temporary copy: no build/ or *.egg-info is left in /opt/glacierd or in the checkout
-#   5. installs /etc/glacierd/glacierd.toml (root:glacierd 0640) from
-#      deploy/glacierd.example.toml and /etc/glacierd/environment (root:root 0600, with a
-#      fresh random GLACIERD_API_TOKEN) — each only if absent
+#   5. installs /etc/glacierd/glacierd.toml (root:glacierd-operators 0640) from
+#      deploy/glacierd.example.toml, /etc/glacierd/environment (root:root 0600) and
+#      /etc/glacierd/api-token (root:glacierd-operators 0640: the control API's token, which
+#      the daemon and the CLI read through [api] token_file; a new random one, or the
+#      GLACIERD_API_TOKEN an older install put in the environment file) — each only if
+#      absent. /etc/glacierd is root:glacierd-operators 0750.
 #   6. installs the systemd unit to /etc/systemd/system/glacierd.service (replaced on every
 #      run: put local changes in a drop-in, see deploy/glacierd.service.d/) and reloads
 #      systemd; an already running glacierd is restarted onto the new code. Without systemd
@@ -88,6 +93,9 @@ readonly STATE_DIR=/var/lib/glacierd        # the user's home: a final path
 readonly UNIT_FILE="$DESTDIR/etc/systemd/system/glacierd.service"
 readonly LOGROTATE_FILE="$DESTDIR/etc/logrotate.d/glacierd"
 readonly SERVICE_USER=glacierd
+# Who may read the configuration and the API token, i.e. drive glacierd with its CLI.
+readonly OPERATORS=glacierd-operators
+readonly TOKEN_FILE="$CONF_DIR/api-token"
 # Debian's own Python, whatever python3 a root shell's PATH finds first.
 readonly PYTHON="${GLACIERD_PYTHON:-/usr/bin/python3}"
 
@@ -150,6 +158,14 @@ else
         say "creating system user $SERVICE_USER"
         useradd --system --gid "$SERVICE_USER" --home-dir "$STATE_DIR" --no-create-home \
             --shell /usr/sbin/nologin --comment "glacierd backup daemon" "$SERVICE_USER"
+    fi
+    if ! getent group "$OPERATORS" >/dev/null; then
+        say "creating group $OPERATORS (its members may use the glacierd CLI without sudo)"
+        groupadd --system "$OPERATORS"
+    fi
+    # The daemon reads the configuration and the token through this group too.
+    if ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx "$OPERATORS"; then
+        usermod -a -G "$OPERATORS" "$SERVICE_USER"
     fi
 fi
 # The home and state directory (systemd's StateDirectory= keeps it so); made here as well
@@ -229,10 +245,15 @@ tar -C "$ROOT" --exclude=./.venv -cf - . | tar -C "$build_dir" -xf -
 "$VENV/bin/glacierd" --version
 
 # --- 5. configuration and secrets -------------------------------------------------------------
-mapfile -t conf_owner < <(owned root "$SERVICE_USER")
+mapfile -t conf_owner < <(owned root "$OPERATORS")
 install -d -m 0750 "${conf_owner[@]}" "$CONF_DIR"
 if [ -e "$CONF_FILE" ]; then
     say "keeping $CONF_FILE (compare with $PREFIX/deploy/glacierd.example.toml)"
+    # An older install made it root:glacierd: let the operators' group read it as well.
+    if ! staging_mode && [ "$(stat -c %G "$CONF_FILE")" = "$SERVICE_USER" ]; then
+        say "$CONF_FILE: group $OPERATORS (was $SERVICE_USER), so operators can run the CLI"
+        chgrp "$OPERATORS" "$CONF_FILE"
+    fi
 else
     say "installing $CONF_FILE from the example: edit it before starting the service"
     install -m 0640 "${conf_owner[@]}" "$ROOT/deploy/glacierd.example.toml" "$CONF_FILE"
@@ -240,16 +261,15 @@ fi
 if [ -e "$ENV_FILE" ]; then
     say "keeping $ENV_FILE"
 else
-    say "creating $ENV_FILE (root only, 0600) with a new API token"
-    token="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
+    say "creating $ENV_FILE (root only, 0600)"
     (
         umask 077
         cat >"$ENV_FILE" <<EOF
 # Secrets for glacierd, read by systemd (EnvironmentFile= in glacierd.service) as root.
 # KEY=value lines, no "export", no shell syntax. Keep this file root:root mode 0600.
 
-# Bearer token of the control API ([api] token_env names this variable).
-GLACIERD_API_TOKEN=$token
+# The control API's bearer token is in /etc/glacierd/api-token ([api] token_file), which
+# the operators' group can read too. (GLACIERD_API_TOKEN here would have to hold the same.)
 
 # Database password (or put a .pgpass file, mode 0600, in $STATE_DIR).
 #PGPASSWORD=
@@ -265,10 +285,29 @@ GLACIERD_API_TOKEN=$token
 #AWS_PROFILE=
 EOF
     )
-    unset token
 fi
 staging_mode || chown root:root "$ENV_FILE"
 chmod 0600 "$ENV_FILE"
+if [ -e "$TOKEN_FILE" ]; then
+    say "keeping $TOKEN_FILE"
+else
+    # An older install kept the token in the environment file: the same token, so the
+    # daemon's two sources agree once [api] token_file is set.
+    token="$(sed -n 's/^GLACIERD_API_TOKEN=//p' "$ENV_FILE" | tail -n 1)"
+    if [ -n "$token" ]; then
+        say "creating $TOKEN_FILE with the API token from $ENV_FILE"
+    else
+        say "creating $TOKEN_FILE with a new API token"
+        token="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
+    fi
+    (
+        umask 077
+        printf '%s\n' "$token" >"$TOKEN_FILE"
+    )
+    unset token
+fi
+staging_mode || chown "root:$OPERATORS" "$TOKEN_FILE"
+chmod 0640 "$TOKEN_FILE"
 
 # --- 6. systemd unit --------------------------------------------------------------------------
 mapfile -t root_owner < <(owned root root)
@@ -308,6 +347,8 @@ cat <<EOF
 
 glacierd is installed. Next:
   1. Edit $CONF_FILE ([database] dsn, [files] root, [store]) and the secrets in $ENV_FILE.
+     Operators who may drive glacierd: usermod -aG $OPERATORS NAME (they run the CLI as
+     themselves; the token is read from $TOKEN_FILE).
   2. Give the unit the application's group (to read its files) and the paths restores
      write to, in a drop-in:  systemctl edit glacierd
      (example: $PREFIX/deploy/glacierd.service.d/override.conf.example)

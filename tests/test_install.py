@@ -6,6 +6,7 @@ tool is named. Also the logrotate file, run by the real logrotate."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -123,8 +124,13 @@ def test_configuration_secrets_unit_and_logrotate(installed: tuple[Path, str, st
     ).read_text()
     environment = conf / "environment"
     assert stat.S_IMODE(environment.stat().st_mode) == 0o600
-    token = [ln for ln in environment.read_text().splitlines() if ln.startswith("GLACIERD_API")]
-    assert len(token) == 1 and len(token[0].split("=", 1)[1]) == 64
+    # The API token has a file of its own, which the operators' group may read
+    # ([api] token_file in the example); the environment holds no second copy.
+    assert not [ln for ln in environment.read_text().splitlines() if ln.startswith("GLACIERD_API")]
+    token_file = conf / "api-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o640
+    assert re.fullmatch(r"[0-9a-f]{64}\n", token_file.read_text())
+    assert 'token_file = "/etc/glacierd/api-token"' in (conf / "glacierd.toml").read_text()
     unit = (destdir / "etc" / "systemd" / "system" / "glacierd.service").read_text()
     assert f"ExecStart={PREFIX}/.venv/bin/glacierd --config" in unit
     assert "/opt/glacierd" not in unit
@@ -140,6 +146,10 @@ def test_an_upgrade_keeps_configuration_secrets_and_virtualenv(
     root = destdir / PREFIX.lstrip("/")
     conf = destdir / "etc" / "glacierd"
     (conf / "glacierd.toml").write_text("# edited by the operator\n")
+    # An older install: the token in the environment file, no token file yet. The token
+    # file gets that same token (the daemon refuses two different ones).
+    (conf / "api-token").unlink()
+    (conf / "environment").write_text("GLACIERD_API_TOKEN=" + "ab" * 32 + "\n")
     secrets = (conf / "environment").read_bytes()
     (root / ".venv" / "marker").write_text("the same virtualenv")
     (root / "glacierd" / "removed_module.py").write_text("# not in this version\n")
@@ -151,6 +161,7 @@ def test_an_upgrade_keeps_configuration_secrets_and_virtualenv(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (conf / "glacierd.toml").read_text() == "# edited by the operator\n"
     assert (conf / "environment").read_bytes() == secrets
+    assert (conf / "api-token").read_text() == "ab" * 32 + "\n"
     assert (root / ".venv" / "marker").read_text() == "the same virtualenv"
     assert files_under(root) == tracked()
     assert edited_logrotate.read_text() == "# the operator's own rotation\n"
