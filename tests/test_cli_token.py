@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from glacierd.cli import exits
-from tests.conftest import to_toml
 from tests.config_helpers import CONFIG_ENV, run_cli
+from tests.conftest import to_toml
 from tests.daemon import Daemon
 
 TOKEN = "0123456789abcdef" * 4
