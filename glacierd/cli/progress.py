@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
-    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.progress import Progress as Bars
@@ -40,6 +41,20 @@ STAGES = {
 }
 
 
+class TimeLeft(ProgressColumn):
+    """'0:01:05 left' once the total is known (the files), nothing before (the dump)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        seconds = task.time_remaining
+        if seconds is None:
+            return Text("-:--:-- left")
+        minutes, second = divmod(int(seconds), 60)
+        hour, minute = divmod(minutes, 60)
+        return Text(f"{hour}:{minute:02d}:{second:02d} left")
+
+
 class BackupProgress:
     """A listener for ``run_backup`` that draws the stage's bar; a context manager that
     shows it and sends the log through the console meanwhile."""
@@ -51,15 +66,16 @@ class BackupProgress:
             BarColumn(bar_width=24),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("left {task.fields[files]}"),
+            TimeLeft(),
+            TextColumn("{task.fields[files]}"),
             console=console,
             transient=True,
             get_time=get_time,
         )
         self._task: TaskID | None = None
         self._stage = ""
-        self._redirect: AbstractContextManager[None] = logs_through(console)
+        # A log line is printed above the bar as it is now (not as last drawn).
+        self._redirect: AbstractContextManager[None] = logs_through(console, self.bars.refresh)
 
     def __call__(self, p: Progress) -> None:
         if p.stage != self._stage:
@@ -70,7 +86,7 @@ class BackupProgress:
             self._update(
                 completed=p.bytes_done,
                 total=p.bytes_total,
-                files=f"· {p.files_done}/{p.files_total} files",
+                files=f"{p.files_done}/{p.files_total} files",
             )
 
     def _start_stage(self, p: Progress) -> None:
@@ -107,8 +123,9 @@ class BackupProgress:
 class _ConsoleLines(io.TextIOBase):
     """A text stream that hands each whole line to a rich console (for logging handlers)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, before: Callable[[], None]) -> None:
         self.console = console
+        self.before = before
         self._partial = ""
 
     def writable(self) -> bool:
@@ -117,6 +134,8 @@ class _ConsoleLines(io.TextIOBase):
     def write(self, text: str) -> int:
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
+        if lines:
+            self.before()
         for line in lines:
             # soft_wrap: no newline inserted into a long (JSON) line; colours kept.
             self.console.print(Text.from_ansi(line), soft_wrap=True, highlight=False)
@@ -128,10 +147,11 @@ class _ConsoleLines(io.TextIOBase):
 
 
 @contextmanager
-def logs_through(console: Console) -> Iterator[None]:
-    """Point the root logger's stderr handlers at ``console`` for the duration."""
+def logs_through(console: Console, before: Callable[[], None]) -> Iterator[None]:
+    """Point the root logger's stderr handlers at ``console`` for the duration; ``before``
+    runs before each batch of lines."""
     swapped: list[tuple[logging.StreamHandler[io.TextIOBase], object]] = []
-    stream = _ConsoleLines(console)
+    stream = _ConsoleLines(console, before)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and handler.stream in (
             sys.stderr,
