@@ -46,6 +46,7 @@ RESTART_ONLY = (
     "store",  # its client is opened at start; archives are recorded per store
     "api",  # the control API's listener, and its token, read at start
     "sns",  # the SNS listener and the topics its verifier accepts
+    "sqs",  # the queue consumer, its client and its verifier
 )
 
 JobSpecs = Callable[[], list[dict[str, Any]]]

@@ -34,6 +34,7 @@ from glacierd.config import Config
 from glacierd.context import Context, open_context
 from glacierd.debounce import Debounced
 from glacierd.notifications.sns import SnsVerifier
+from glacierd.notifications.sqs import start_consumer
 from glacierd.operations.fetch import Fetcher
 from glacierd.operations.recovery import recover_interrupted
 from glacierd.operations.restore import RestoreDriver
@@ -197,6 +198,7 @@ async def serve(config: Config) -> int:
                 for runner in runners:
                     await runner.cleanup()
                 return 1
+        sqs = await start_consumer(ctx, stack, on_ready)  # [sqs]: None when not enabled
         poller = Poller(ctx, config.schedule.poll_interval_seconds, on_ready=on_ready)
 
         def interval_jobs() -> list[dict[str, Any]]:
@@ -216,6 +218,7 @@ async def serve(config: Config) -> int:
             "service.ready",
             api=str(api.socket) if api.socket else api.base_url,
             sns=f"http://{sns.host}:{sns.port}{sns.path}" if sns.enabled else None,
+            sqs=config.sqs.queue_url if config.sqs.enabled else None,
             store=ctx.store.name,
             store_type=ctx.store.type,
             recovered=interrupted,
@@ -228,6 +231,8 @@ async def serve(config: Config) -> int:
         log.info("service.stopping", running_tasks=len(ctx.tasks))
         scheduler.pause()  # running jobs go on (they are ctx tasks); no new runs start
         workers.close()
+        if sqs is not None:
+            sqs.stop()  # the long poll ends now; messages received are still applied
         # The control API (runners[0]) stays up during the drain to answer 503 to new work;
         # the SNS endpoint closes now (SNS redelivers what it could not post).
         for runner in runners[1:]:

@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             # Applies store news through operations.retrieval: an operation in all but its
             # folder (its place is for the branch that reshapes it to settle).
             "glacierd.notifications.dispatch",
+            # The SQS transport hands its messages to that dispatch.
+            "glacierd.notifications.sqs",
         ),
     ),
     ("the context", ("glacierd.context",)),

@@ -21,6 +21,7 @@ from glacierd.config.sections import (
     ScheduleConfig,
     SnsConfig,
 )
+from glacierd.config.sqs import SqsConfig
 from glacierd.config.stores import (
     LocalStoreConfig,
     S3StoreConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "S3StoreConfig",
     "ScheduleConfig",
     "SnsConfig",
+    "SqsConfig",
     "StoreConfig",
     "VaultStoreConfig",
     "config_from_dict",

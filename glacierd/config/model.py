@@ -30,6 +30,7 @@ from glacierd.config.sections import (
     ScheduleConfig,
     SnsConfig,
 )
+from glacierd.config.sqs import SqsConfig
 from glacierd.config.stores import StoreConfig, with_local_default
 
 
@@ -45,6 +46,7 @@ class Config:
     schedule: ScheduleConfig = section()
     api: ApiConfig = section()
     sns: SnsConfig = section()
+    sqs: SqsConfig = section()
     logging: LoggingConfig = section()
     restore: RestoreConfig = section()
     # The file the settings came from (None when built in code); not a setting itself.
