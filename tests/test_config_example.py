@@ -98,6 +98,9 @@ def test_the_example_as_shipped_loads_with_the_documented_defaults(tmp_path: Pat
         ("api", "socket"),
         ("sns", "topic_arns"),
         ("sns", "cert_url_override"),
+        *(("sqs", key) for key in ("queue_url", "region", "endpoint_url", "profile")),
+        ("sqs", "topic_arns"),
+        ("sqs", "cert_url_override"),
         ("logging", "file"),
     }
     text = EXAMPLE.read_text(encoding="utf-8").splitlines()

@@ -15,6 +15,7 @@
 #   TOPIC_ARN=arn:aws:sns:eu-central-1:123456789012:glacierd-restores \
 #   QUEUE_NAME=glacierd-restores \      # default: the topic's name
 #   RAW=false DEAD_LETTER=true \         # the defaults
+#   ENDPOINT_URL=https://… \             # optional: another SQS/SNS endpoint (tests)
 #   deploy/aws/sqs-setup.sh [--dry-run]
 #
 # The account and region come from the topic's ARN. --dry-run prints the documents and the
@@ -31,7 +32,7 @@ case "${1:-}" in
     "") ;;
     --dry-run) DRY_RUN=true ;;
     -h | --help)
-        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$1'; see --help" ;;
@@ -45,6 +46,10 @@ ACCOUNT_ID="${BASH_REMATCH[2]}"
 QUEUE_NAME="${QUEUE_NAME:-${BASH_REMATCH[3]}}"
 RAW="${RAW:-false}"
 DEAD_LETTER="${DEAD_LETTER:-true}"
+ENDPOINT=()
+if [ -n "${ENDPOINT_URL:-}" ]; then
+    ENDPOINT=(--endpoint-url "$ENDPOINT_URL")
+fi
 [[ "$QUEUE_NAME" =~ ^[A-Za-z0-9_-]{1,75}$ ]] || die "QUEUE_NAME '$QUEUE_NAME' is not a valid queue name"
 [[ "$RAW" =~ ^(true|false)$ ]] || die "RAW must be true or false; got '$RAW'"
 [[ "$DEAD_LETTER" =~ ^(true|false)$ ]] || die "DEAD_LETTER must be true or false; got '$DEAD_LETTER'"
@@ -66,10 +71,10 @@ show() {
 # queue NAME ATTRIBUTES_FILE → its URL (printed)
 queue() {
     if $DRY_RUN; then
-        run aws sqs create-queue --region "$REGION" --queue-name "$1" --attributes "file://$2"
+        run aws "${ENDPOINT[@]}" sqs create-queue --region "$REGION" --queue-name "$1" --attributes "file://$2"
         printf 'https://sqs.%s.amazonaws.com/%s/%s\n' "$REGION" "$ACCOUNT_ID" "$1"
     else
-        run aws sqs create-queue --region "$REGION" --queue-name "$1" --attributes "file://$2" \
+        run aws "${ENDPOINT[@]}" sqs create-queue --region "$REGION" --queue-name "$1" --attributes "file://$2" \
             --query QueueUrl --output text
     fi
 }
@@ -77,7 +82,7 @@ queue_arn() { # URL NAME
     if $DRY_RUN; then
         printf 'arn:aws:sqs:%s:%s:%s\n' "$REGION" "$ACCOUNT_ID" "$2"
     else
-        aws sqs get-queue-attributes --region "$REGION" --queue-url "$1" \
+        aws "${ENDPOINT[@]}" sqs get-queue-attributes --region "$REGION" --queue-url "$1" \
             --attribute-names QueueArn --query Attributes.QueueArn --output text
     fi
 }
@@ -121,10 +126,10 @@ json.dump(policy, open(f"{work}/queue-policy.json", "w"), indent=2)
 json.dump({"Policy": json.dumps(policy)}, open(f"{work}/policy-attribute.json", "w"))
 PY
 $DRY_RUN && show "$WORK/queue-policy.json"
-run aws sqs set-queue-attributes --region "$REGION" --queue-url "$queue_url" \
+run aws "${ENDPOINT[@]}" sqs set-queue-attributes --region "$REGION" --queue-url "$queue_url" \
     --attributes "file://$WORK/policy-attribute.json"
 
-subscribe=(aws sns subscribe --region "$REGION" --topic-arn "$TOPIC_ARN" --protocol sqs
+subscribe=(aws "${ENDPOINT[@]}" sns subscribe --region "$REGION" --topic-arn "$TOPIC_ARN" --protocol sqs
     --notification-endpoint "$arn")
 if [ "$RAW" = true ]; then
     subscribe+=(--attributes RawMessageDelivery=true)
