@@ -32,7 +32,7 @@ case "${1:-}" in
     "") ;;
     --dry-run) DRY_RUN=true ;;
     -h | --help)
-        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$1'; see --help" ;;
