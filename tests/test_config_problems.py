@@ -179,7 +179,11 @@ def test_a_misspelt_section_does_not_hide_other_problems(base: dict[str, Any]) -
         # The right name in the wrong section: where it belongs.
         ({"store": {"bucket": "b"}}, "store.bucket", "store.s3.bucket"),
         ({"dsn": "host=h"}, "dsn", "database.dsn or catalog.dsn"),
-        ({"logging": {"topic_arns": []}}, "logging.topic_arns", "sns.topic_arns"),
+        (
+            {"logging": {"topic_arns": []}},
+            "logging.topic_arns",
+            "sns.topic_arns or sqs.topic_arns",
+        ),
     ],
 )
 def test_a_misspelt_key_gets_a_suggestion(
