@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "glacierd.jsonsafe",
             "glacierd.sdnotify",
             "glacierd.debounce",
+            "glacierd.journal",
         ),
     ),
 ]
