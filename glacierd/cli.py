@@ -21,6 +21,9 @@ from glacierd.catalog.locks import BusyError
 from glacierd.catalog.migrations import catalog_state, migrate
 from glacierd.config import TIERS, Config, ConfigError, load_config
 from glacierd.context import open_context
+from glacierd.health.command import HELP as CHECK_HELP
+from glacierd.health.command import add_arguments as check_arguments
+from glacierd.health.command import cmd_check
 from glacierd.logs import configure_logging, log_file_problem
 from glacierd.operations import inventory
 from glacierd.operations.backup import Progress, run_backup
@@ -31,7 +34,7 @@ EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY = 1, 2, 3
 LIST_LIMIT_MAX = 10000
 # Commands that only look: they create no catalog schema, no log file or directory, no
 # vault directory (they log to stderr only).
-READ_ONLY = {"list", "check-config", "doctor", "restore", "restore-status"}
+READ_ONLY = {"list", "check-config", "doctor", "restore", "restore-status", "check"}
 
 
 class ProgressLine:
@@ -228,6 +231,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "migrate": ("create or upgrade the catalog schema", cmd_migrate),
     "check-config": ("validate the configuration and exit", cmd_check_config),
     "doctor": ("check the database, tools, catalog, store, disk and SNS setup", cmd_doctor),
+    "check": (CHECK_HELP, cmd_check),
 }
 
 
@@ -260,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_list_limit, default=50, help=f"at most this many (1-{LIST_LIMIT_MAX})"
     )
     parsers["doctor"].add_argument("--json", action="store_true", help="print the results as JSON")
+    check_arguments(parsers["check"])
     restore = parsers["restore"]
     restore.add_argument("backup_id", type=int, help="the backup to restore (glacierd list)")
     restore.add_argument("--tier", choices=TIERS)

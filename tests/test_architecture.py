@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "glacierd.reload",
             "glacierd.api",
             "glacierd.doctor",
+            "glacierd.health",
         ),
     ),
     (

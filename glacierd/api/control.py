@@ -9,7 +9,6 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -23,14 +22,13 @@ from glacierd.api.errors import (
     read_json_object,
     whole_number,
 )
-from glacierd.catalog import backups as backup_rows
 from glacierd.catalog import restores as restore_rows
 from glacierd.config import TIERS
 from glacierd.context import Context
+from glacierd.health import evaluate
 from glacierd.operations import inventory, restore, retrieval
 from glacierd.operations.backup import start_backup
 from glacierd.operations.restore.snapshot import snapshot_view
-from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)
 # What the daemon wires in (api/errors.py maps the errors, service.py the follow-ups): an
@@ -101,28 +99,9 @@ def bearer_auth(token: str | None) -> Middleware:
 
 
 async def health(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    pool = ctx.catalog.pool
-    last_ok = await backup_rows.last_backup(pool, ctx.catalog, "completed")
-    last_any = await backup_rows.last_backup(pool, ctx.catalog)
-    running = await backup_rows.running_backups(pool, ctx.catalog)
-    now = datetime.now(UTC)
-    due = await missed_run(ctx, now) if ctx.config.schedule.enabled else None
-    # Stale: a scheduled backup was due more than an hour ago and none completed since.
-    stale = due is not None and (now - due).total_seconds() > 3600 and not running
-    body = {
-        "status": "stale" if stale else "ok",
-        "time": now.isoformat(),
-        "store": {"name": ctx.store.name, "type": ctx.store.type},
-        "running_backup": running[-1] if running else None,
-        "last_successful_backup": last_ok["id"] if last_ok else None,
-        "last_success_at": last_ok["finished_at"].isoformat() if last_ok else None,
-        "seconds_since_last_success": round((now - last_ok["finished_at"]).total_seconds())
-        if last_ok
-        else None,
-        "last_backup_status": last_any["status"] if last_any else None,
-    }
-    return web.json_response(body, status=503 if stale else 200)
+    """200 when healthy, else 503 with one sentence per problem (glacierd/health/)."""
+    result = await evaluate(request.app[CTX])
+    return web.json_response(result.as_json(), status=200 if result.healthy else 503)
 
 
 async def list_backups(request: web.Request) -> web.Response:

@@ -195,6 +195,9 @@ class S3Store(Store):
         except BotoCoreError as exc:
             raise self.errors.translate(exc, "the bucket check") from exc
 
+    async def ping(self) -> None:
+        await self._check_bucket()  # HEAD Bucket: cheap, and it proves bucket and access
+
     async def request_retrieval(
         self, archive: ArchiveRef, tier: str | None = None
     ) -> RetrievalState:
