@@ -22,6 +22,7 @@ from glacierd.api.errors import (
     read_json_object,
     whole_number,
 )
+from glacierd.api.metrics import metrics_handler
 from glacierd.catalog import restores as restore_rows
 from glacierd.config import TIERS
 from glacierd.context import Context
@@ -198,6 +199,7 @@ def control_app(
     app[ON_READY] = on_ready
     app[KICK_RESTORES] = kick_restores
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_handler(ctx))
     app.router.add_get("/backups", list_backups)
     app.router.add_post("/backups", create_backup)
     app.router.add_get("/backups/{id}", get_backup)

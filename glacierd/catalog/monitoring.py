@@ -91,7 +91,7 @@ async def archive_counts(db: Conn, catalog: Catalog) -> list[dict[str, Any]]:
     """Archives by store, state and retrieval status, with their bytes."""
     records = await db.fetch(
         "SELECT store_name, state, retrieval_status, count(*) AS count, "
-        f"coalesce(sum(size), 0) AS bytes FROM {catalog.schema_sql}.archives "
+        f"coalesce(sum(size), 0)::float8 AS bytes FROM {catalog.schema_sql}.archives "
         "GROUP BY store_name, state, retrieval_status"
     )
     return [dict(r) for r in records]
