@@ -35,6 +35,7 @@ from glacierd.context import Context, open_context
 from glacierd.debounce import Debounced
 from glacierd.notifications.sns import SnsVerifier
 from glacierd.operations.fetch import Fetcher
+from glacierd.operations.hooks import HookDispatcher
 from glacierd.operations.recovery import recover_interrupted
 from glacierd.operations.restore import RestoreDriver
 from glacierd.operations.retrieval import MIN_POLL_SECONDS, Poller
@@ -210,6 +211,8 @@ async def serve(config: Config) -> int:
                 detail=f"the control API accepts any local process; set {api.token_env} "
                 "(see deploy/install.sh) to require a bearer token",
             )
+        hooks = HookDispatcher(ctx)  # tells the hooks about backups and restores that ended
+        hooks.start()
         watchdog = sdnotify.start_watchdog()  # WatchdogSec=: pings from this event loop
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
         log.info(
@@ -228,6 +231,7 @@ async def serve(config: Config) -> int:
         log.info("service.stopping", running_tasks=len(ctx.tasks))
         scheduler.pause()  # running jobs go on (they are ctx tasks); no new runs start
         workers.close()
+        await hooks.stop()  # a delivery cut off is made again after the next start
         # The control API (runners[0]) stays up during the drain to answer 503 to new work;
         # the SNS endpoint closes now (SNS redelivers what it could not post).
         for runner in runners[1:]:

@@ -17,5 +17,6 @@ runs apart from the work, after the fact.
 """
 
 from glacierd.operations.hooks.delivery import HOOK_DELIVERIES
+from glacierd.operations.hooks.dispatcher import HookDispatcher
 
-__all__ = ["HOOK_DELIVERIES"]
+__all__ = ["HOOK_DELIVERIES", "HookDispatcher"]
