@@ -95,3 +95,28 @@ def test_check_when_the_catalog_is_unreachable(
     [line] = check.stdout.splitlines()
     assert line.startswith("catalog: "), line
     assert "Traceback" not in check.stdout + check.stderr
+
+
+def test_without_the_token_health_names_the_problems_but_not_their_details(
+    daemon_factory: Callable[..., Daemon], make_settings: Callable[..., dict]
+) -> None:
+    """/health needs no token (monitoring), but the reasons (paths, hosts, errors) are for
+    whoever holds it: other local users see which checks fail, not why."""
+    d = daemon_factory(failing_settings(make_settings), env={"GLACIERD_API_TOKEN": "t0ken"})
+    auth = {"Authorization": "Bearer t0ken"}
+    started = d.request("POST", "/backups", {}, headers=auth).json()
+    d.wait_for(
+        lambda: (
+            d.request("GET", f"/backups/{started['id']}", headers=auth).json()["status"] == "failed"
+        ),
+        what="the backup to fail",
+    )
+    anonymous = d.request("GET", "/health")
+    assert anonymous.status == 503
+    assert anonymous.json()["problems"] == [{"check": "last_backup"}]
+    assert "/nonexistent" not in anonymous.body.decode()
+    full = d.request("GET", "/health", headers=auth).json()
+    assert "/nonexistent/pg_dump" in full["problems"][0]["detail"]
+    wrong = d.request("GET", "/health", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 503 and wrong.json()["problems"] == [{"check": "last_backup"}]
+    d.stop()

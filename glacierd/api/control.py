@@ -100,9 +100,15 @@ def bearer_auth(token: str | None) -> Middleware:
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 when healthy, else 503 with one sentence per problem (glacierd/health/)."""
-    result = await evaluate(request.app[CTX])
-    return web.json_response(result.as_json(), status=200 if result.healthy else 503)
+    """200 when healthy, else 503 with one sentence per problem (glacierd/health/). It needs
+    no token; without the right one (when one is set) the problems are named, not
+    explained: their sentences (paths, hosts, errors) are for the operator."""
+    ctx = request.app[CTX]
+    result = await evaluate(ctx)
+    token = ctx.config.api.token
+    sent = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    details = not token or hmac.compare_digest(sent, f"Bearer {token}".encode())
+    return web.json_response(result.as_json(details=details), status=200 if result.healthy else 503)
 
 
 async def list_backups(request: web.Request) -> web.Response:

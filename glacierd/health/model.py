@@ -24,7 +24,9 @@ class Problem:
     def message(self) -> str:
         return sentence(self.detail, self.fix)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, details: bool = True) -> dict[str, Any]:
+        if not details:
+            return {"check": self.check}
         return {"check": self.check, "detail": self.detail, "fix": self.fix}
 
 
@@ -39,12 +41,13 @@ class Health:
     def healthy(self) -> bool:
         return not self.problems
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, details: bool = True) -> dict[str, Any]:
+        """The body of /health; without ``details`` only each problem's check is named."""
         return {
             "status": "ok" if self.healthy else "unhealthy",
             "time": self.time.isoformat(),
             **self.facts,
-            "problems": [p.as_json() for p in self.problems],
+            "problems": [p.as_json(details) for p in self.problems],
         }
 
 
