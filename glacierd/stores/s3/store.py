@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -285,10 +286,8 @@ class S3Store(Store):
 
     async def delete(self, archive: ArchiveRef) -> None:
         """Delete the object for good; refused with the date while S3 Object Lock holds it."""
-        await delete_for_good(
-            self._require_client(), self.cfg.bucket, self.s3_key(archive.key), archive.key,
-            lambda: self._head(archive), self.errors,
-        )  # fmt: skip
+        client, key, head = self._require_client(), archive.key, partial(self._head, archive)
+        await delete_for_good(client, self.cfg.bucket, self.s3_key(key), key, head, self.errors)
 
     # ------------------------------------------------------------------ glacierd doctor
 
