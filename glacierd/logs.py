@@ -1,5 +1,6 @@
 """structlog set-up: JSON lines for journald by default, readable lines on a terminal,
-optionally also a log file (the original engine wrote log/aws.log).
+optionally also a log file (the original engine wrote log/aws.log). Under systemd each line
+carries its syslog priority for journald (journal.py).
 
 A redaction step runs last before rendering, so a password or token that slipped into an
 event (a connection string in an error, a header) never reaches a log.
@@ -17,6 +18,7 @@ from typing import Any
 import structlog
 
 from glacierd.config import ConfigError, LoggingConfig
+from glacierd.journal import PriorityPrefix, is_journal_stream
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential)", re.I)
 _URI_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]+)(@)")  # user may be empty
@@ -38,6 +40,23 @@ def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str):
             event[key] = redact_text(value)
     return event
+
+
+class SkippedRunsAreDebug(logging.Filter):
+    """APScheduler warns each time a job is due while its last run still runs ("maximum
+    number of running instances reached"): hundreds of times during one long restore, for
+    something expected (the next tick simply finds the work in hand). Such a record becomes
+    a debug line, shown only when glacierd logs at debug."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances reached" not in str(record.msg):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.level <= logging.DEBUG
 
 
 def _cannot_open(path: Path, reason: str) -> ConfigError:
@@ -101,15 +120,16 @@ def configure_logging(
     )
     json_renderer = structlog.processors.JSONRenderer()
     stderr_handler = logging.StreamHandler(sys.stderr)
-    stderr_handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.dev.ConsoleRenderer(colors=tty) if use_console else json_renderer,
-            ],
-            foreign_pre_chain=shared,
-        )
+    stderr_format: logging.Formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.dev.ConsoleRenderer(colors=tty) if use_console else json_renderer,
+        ],
+        foreign_pre_chain=shared,
     )
+    if is_journal_stream(sys.stderr):  # under systemd: priorities for journalctl -p
+        stderr_format = PriorityPrefix(stderr_format)
+    stderr_handler.setFormatter(stderr_format)
     handlers: list[logging.Handler] = [stderr_handler]
     if cfg.file is not None and write_file:
         file_handler = _file_handler(Path(cfg.file))
@@ -136,3 +156,7 @@ def configure_logging(
         "aiohttp.access",
     ):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    scheduler_log = logging.getLogger("apscheduler.scheduler")
+    for old in [f for f in scheduler_log.filters if isinstance(f, SkippedRunsAreDebug)]:
+        scheduler_log.removeFilter(old)  # configured again (a reload, a test)
+    scheduler_log.addFilter(SkippedRunsAreDebug(level))

@@ -36,6 +36,7 @@ from glacierd.debounce import Debounced
 from glacierd.notifications.sns import SnsVerifier
 from glacierd.notifications.sqs import start_consumer
 from glacierd.operations.fetch import Fetcher
+from glacierd.operations.hooks import HookDispatcher
 from glacierd.operations.recovery import recover_interrupted
 from glacierd.operations.restore import RestoreDriver
 from glacierd.operations.retrieval import MIN_POLL_SECONDS, Poller
@@ -212,6 +213,8 @@ async def serve(config: Config) -> int:
                 detail=f"the control API accepts any local process; set {api.token_env} "
                 "(see deploy/install.sh) to require a bearer token",
             )
+        hooks = HookDispatcher(ctx)  # tells the hooks about backups and restores that ended
+        hooks.start()
         watchdog = sdnotify.start_watchdog()  # WatchdogSec=: pings from this event loop
         sdnotify.notify("READY=1\nSTATUS=glacierd is running")
         log.info(
@@ -233,6 +236,7 @@ async def serve(config: Config) -> int:
         workers.close()
         if sqs is not None:
             sqs.stop()  # the long poll ends now; messages received are still applied
+        await hooks.stop()  # a delivery cut off is made again after the next start
         # The control API (runners[0]) stays up during the drain to answer 503 to new work;
         # the SNS endpoint closes now (SNS redelivers what it could not post).
         for runner in runners[1:]:

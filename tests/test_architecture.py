@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "glacierd.reload",
             "glacierd.api",
             "glacierd.doctor",
+            "glacierd.health",
         ),
     ),
     (
@@ -65,6 +66,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "glacierd.jsonsafe",
             "glacierd.sdnotify",
             "glacierd.debounce",
+            "glacierd.journal",
         ),
     ),
 ]

@@ -120,7 +120,10 @@ def test_a_scheduled_run_that_failed_is_still_caught_up(
     assert len(missed) == 1
     assert datetime.fromisoformat(missed[0]["due"]) == fire - SHIFT
     health = second.request("GET", "/health")
-    assert health.status == 503 and health.json()["status"] == "stale"
+    # (The status was "stale" before /health listed its problems; issue 10.)
+    assert health.status == 503 and health.json()["status"] == "unhealthy"
+    checks = {p["check"] for p in health.json()["problems"]}
+    assert checks == {"missed_run", "last_backup"}, health.json()
     assert second.stop() == 0
 
 

@@ -9,7 +9,6 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -24,14 +23,14 @@ from glacierd.api.errors import (
     read_json_object,
     whole_number,
 )
-from glacierd.catalog import backups as backup_rows
+from glacierd.api.metrics import metrics_handler
 from glacierd.catalog import restores as restore_rows
 from glacierd.config import TIERS
 from glacierd.context import Context
+from glacierd.health import evaluate
 from glacierd.operations import inventory, restore, retrieval
 from glacierd.operations.backup import start_backup
 from glacierd.operations.restore.snapshot import snapshot_view
-from glacierd.scheduler import missed_run
 
 CTX = web.AppKey("ctx", Context)
 # What the daemon wires in (api/errors.py maps the errors, service.py the follow-ups): an
@@ -102,28 +101,15 @@ def bearer_auth(token: str | None) -> Middleware:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 when healthy, else 503 with one sentence per problem (glacierd/health/). It needs
+    no token; without the right one (when one is set) the problems are named, not
+    explained: their sentences (paths, hosts, errors) are for the operator."""
     ctx = request.app[CTX]
-    pool = ctx.catalog.pool
-    last_ok = await backup_rows.last_backup(pool, ctx.catalog, "completed")
-    last_any = await backup_rows.last_backup(pool, ctx.catalog)
-    running = await backup_rows.running_backups(pool, ctx.catalog)
-    now = datetime.now(UTC)
-    due = await missed_run(ctx, now) if ctx.config.schedule.enabled else None
-    # Stale: a scheduled backup was due more than an hour ago and none completed since.
-    stale = due is not None and (now - due).total_seconds() > 3600 and not running
-    body = {
-        "status": "stale" if stale else "ok",
-        "time": now.isoformat(),
-        "store": {"name": ctx.store.name, "type": ctx.store.type},
-        "running_backup": running[-1] if running else None,
-        "last_successful_backup": last_ok["id"] if last_ok else None,
-        "last_success_at": last_ok["finished_at"].isoformat() if last_ok else None,
-        "seconds_since_last_success": round((now - last_ok["finished_at"]).total_seconds())
-        if last_ok
-        else None,
-        "last_backup_status": last_any["status"] if last_any else None,
-    }
-    return web.json_response(body, status=503 if stale else 200)
+    result = await evaluate(ctx)
+    token = ctx.config.api.token
+    sent = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    details = not token or hmac.compare_digest(sent, f"Bearer {token}".encode())
+    return web.json_response(result.as_json(details=details), status=200 if result.healthy else 503)
 
 
 def _query_number(request: web.Request, name: str, lowest: int, highest: int) -> int | None:
@@ -233,6 +219,7 @@ def control_app(
     app[ON_READY] = on_ready
     app[KICK_RESTORES] = kick_restores
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_handler(ctx))
     app.router.add_get("/backups", list_backups)
     app.router.add_post("/backups", create_backup)
     app.router.add_get("/backups/{id}", get_backup)

@@ -10,6 +10,8 @@ from glacierd.catalog.migrations import migrate
 from glacierd.cli import exits
 from glacierd.cli.registry import Command
 from glacierd.config import Config
+from glacierd.health.command import add_arguments as check_arguments
+from glacierd.health.command import cmd_check
 from glacierd.logs import log_file_problem
 
 CONFIG = "/etc/glacierd/glacierd.toml"
@@ -119,6 +121,24 @@ COMMANDS = [
         ],
         exit_codes=(exits.OK, exits.FAILED, exits.USAGE),
         arguments=_doctor_arguments,
+        read_only=True,
+    ),
+    Command(
+        "check",
+        "check health for monitoring: exit 0 if healthy, 1 with one line per problem",
+        cmd_check,
+        description="""
+        Evaluate health as GET /health does, straight against the catalog and the store (so
+        it answers when the daemon is down or hung): the last backup failed or is too old, a
+        scheduled run was missed, a retrieval or restore is stuck, the store does not
+        answer, state_dir is short of space. Creates nothing.
+        """,
+        examples=[
+            ("sudo -u glacierd glacierd check", "one summary line, or one line per problem"),
+            ("glacierd check --json", "what GET /health returns"),
+        ],
+        exit_codes=(exits.OK, exits.FAILED, exits.USAGE),
+        arguments=check_arguments,
         read_only=True,
     ),
 ]

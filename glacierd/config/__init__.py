@@ -13,6 +13,7 @@ from glacierd.config.errors import ConfigError, ConfigProblem
 from glacierd.config.fields import S3_STORAGE_CLASSES, STORE_TYPES, TIERS, cron_trigger
 from glacierd.config.loading import DEFAULT_CONFIG_PATH, config_from_dict, load_config
 from glacierd.config.model import Config
+from glacierd.config.monitoring import HealthConfig, HooksConfig
 from glacierd.config.sections import (
     ApiConfig,
     FilesConfig,
@@ -42,6 +43,8 @@ __all__ = [
     "ConfigProblem",
     "DatabaseConfig",
     "FilesConfig",
+    "HealthConfig",
+    "HooksConfig",
     "LocalStoreConfig",
     "LoggingConfig",
     "RestoreConfig",

@@ -22,6 +22,9 @@ DEFAULT_STATE_DIR = Path("/var/lib/glacierd")
 
 StoreType = Literal["local", "s3", "vault"]
 StorageClass = Literal["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD", "STANDARD_IA"]
+# S3 Object Lock: GOVERNANCE (a user with s3:BypassGovernanceRetention may still delete) or
+# COMPLIANCE (nobody can, not even the account's root user, until the date has passed).
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
 # The retrieval tiers, from fastest to cheapest: the one list the code base uses.
 Tier = Literal["Expedited", "Standard", "Bulk"]
 LogFormat = Literal["auto", "json", "console"]

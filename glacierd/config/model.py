@@ -22,6 +22,7 @@ from glacierd.config.fields import (
     PositiveSeconds,
     section,
 )
+from glacierd.config.monitoring import HealthConfig, HooksConfig
 from glacierd.config.sections import (
     ApiConfig,
     FilesConfig,
@@ -49,6 +50,8 @@ class Config:
     sqs: SqsConfig = section()
     logging: LoggingConfig = section()
     restore: RestoreConfig = section()
+    health: HealthConfig = section()
+    hooks: HooksConfig = section()
     # The file the settings came from (None when built in code); not a setting itself.
     path: Path | None = field(default=None, init=False)
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, StrictStr, ValidationInfo, field_validator
+from pydantic import Field, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from glacierd.config.errors import invalid
@@ -18,6 +18,7 @@ from glacierd.config.fields import (
     DEFAULT_STATE_DIR,
     SECTION,
     AbsolutePath,
+    LockMode,
     NonNegativeSeconds,
     PositiveInt,
     StorageClass,
@@ -57,6 +58,26 @@ class S3StoreConfig:
     default_tier: Tier = "Standard"
     restore_days: PositiveInt = 7
     part_concurrency: PositiveInt = 4
+    # S3 Object Lock on every archive uploaded, and SSE-KMS (stores/s3/protection.py).
+    object_lock_mode: LockMode | None = None
+    object_lock_days: PositiveInt | None = None
+    kms_key_id: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _lock_mode_and_days_together(self) -> S3StoreConfig:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            given, missing = (
+                ("object_lock_mode", "object_lock_days")
+                if self.object_lock_days is None
+                else ("object_lock_days", "object_lock_mode")
+            )
+            raise invalid(
+                f"{{section}}.{given} is set but {{section}}.{missing} is not",
+                "set both (a mode, GOVERNANCE or COMPLIANCE, and the days each archive is "
+                "kept), or neither",
+                key=missing,
+            )
+        return self
 
     @field_validator("bucket", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from glacierd.catalog import status
 from glacierd.catalog.locks import operation_lock
 from glacierd.context import Context
 from glacierd.operations.errors import OperationError
+from glacierd.operations.object_lock import why_locked
 from glacierd.operations.views import archive_view, iso
 from glacierd.sources.attachments import file_state, on_disk_path
 from glacierd.stores.base import ArchiveRef
@@ -135,6 +136,8 @@ async def delete_backup(ctx: Context, backup_id: int) -> dict[str, Any]:
             )
         async with conn.transaction():
             unused = await backup_rows.delete_backup(conn, cat, backup_id)
+            if locked := await why_locked(ctx, backup_id, unused):  # S3 Object Lock
+                raise ConflictError(locked)  # rolls the transaction back: nothing changed
         deleted = await purge_archives(ctx, unused)
     log.info("backup.deleted", backup_id=backup_id, archives_deleted=deleted)
     return {"id": backup_id, "deleted": True, "archives_deleted": deleted}

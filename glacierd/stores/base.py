@@ -20,6 +20,7 @@ from glacierd.config import TIERS
 from glacierd.errors import GlacierdError
 from glacierd.pipeline.files import write_atomically
 from glacierd.pipeline.hashing import Digest
+from glacierd.stores.protection import Retention
 
 
 class StoreError(GlacierdError):
@@ -32,6 +33,10 @@ class ArchiveNotFoundError(StoreError):
 
 class NotRetrievedError(StoreError):
     """The archive is in an archival class and has no readable copy (S3 InvalidObjectState)."""
+
+
+class ArchiveLockedError(StoreError):
+    """The store refused (or would refuse) to delete an archive under S3 Object Lock."""
 
 
 class VerificationError(StoreError):
@@ -210,6 +215,14 @@ class Store(abc.ABC):
     async def abort_incomplete(self) -> int:
         """Clean up uploads a crash left half-done; returns how many were removed."""
         return 0
+
+    async def ping(self) -> None:
+        """A cheap, read-only call proving the store answers (``/health``, ``glacierd
+        check``); a StoreError (detail and fix) if it does not."""
+
+    async def retention(self, archive: ArchiveRef) -> Retention | None:
+        """Whether the store refuses to delete ``archive`` now (S3 Object Lock); None if not."""
+        return None
 
     # -- what ``glacierd doctor`` asks: each answer is the sentence it prints; a StoreError
     # -- (detail and fix) says what is wrong.

@@ -92,6 +92,14 @@ class LocalStore(Store):
                 f"run 'chown glacierd: {self.root}' or change store.local.path",
             )
 
+    async def ping(self) -> None:
+        # A vault on a mount that went away, or a directory removed: uploads would fail.
+        if not await asyncio.to_thread(os.access, self.root, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"local vault directory {self.root} is missing or not writable",
+                "restore the directory (or its mount) or correct store.local.path",
+            )
+
     def _path(self, key: str) -> Path:
         pure = PurePosixPath(key)
         if pure.is_absolute() or ".." in pure.parts or not pure.parts:

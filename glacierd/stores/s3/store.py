@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from glacierd.stores.aws import check_credentials, client_config, error_code, op
 from glacierd.stores.base import (
     PROBE_DATA,
     READABLE_AT_ONCE,
+    ArchiveNotFoundError,
     ArchiveRef,
     ExpectedRetrieval,
     RetrievalState,
@@ -32,10 +34,17 @@ from glacierd.stores.base import (
     StoreError,
     StoreNews,
 )
+from glacierd.stores.protection import Retention
 from glacierd.stores.s3.download import download
 from glacierd.stores.s3.errors import NO_BUCKET_CODES, NOT_FOUND_CODES, S3Errors
 from glacierd.stores.s3.events import S3RestoreEvent, restore_news
 from glacierd.stores.s3.parts import DEFAULT_PART_SIZE, plan_parts
+from glacierd.stores.s3.protection import (
+    bucket_may_lock,
+    delete_for_good,
+    retention_of,
+    upload_args,
+)
 from glacierd.stores.s3.restores import (
     ARCHIVAL_CLASSES,
     RESTORE_TIMES,
@@ -65,6 +74,7 @@ class S3Store(Store):
         self.uploader = S3Uploader(cfg.bucket, cfg.part_concurrency)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._may_lock: bool | None = None  # the bucket has Object Lock (None: not asked)
 
     # ---------------------------------------------------------------- keys and client
 
@@ -147,7 +157,8 @@ class S3Store(Store):
         storage_class = "STANDARD" if kind == "probe" else self.cfg.class_for(kind)
         plan = plan_parts(size_hint, self._part_size)
         try:
-            await self.uploader.upload(client, self.s3_key(key), chunks, plan, storage_class)
+            extra = upload_args(self.cfg, kind)  # Object Lock, SSE-KMS (protection.py)
+            await self.uploader.upload(client, self.s3_key(key), chunks, plan, storage_class, extra)
         except StreamFailed as exc:
             cause = exc.__cause__
             raise StoreError(
@@ -194,6 +205,9 @@ class S3Store(Store):
             raise self.errors.translate(exc, "the bucket check") from exc
         except BotoCoreError as exc:
             raise self.errors.translate(exc, "the bucket check") from exc
+
+    async def ping(self) -> None:
+        await self._check_bucket()  # HEAD Bucket: cheap, and it proves bucket and access
 
     async def request_retrieval(
         self, archive: ArchiveRef, tier: str | None = None
@@ -260,17 +274,20 @@ class S3Store(Store):
 
     # ------------------------------------------------------------------------ the rest
 
-    async def delete(self, archive: ArchiveRef) -> None:
-        client = self._require_client()
+    async def retention(self, archive: ArchiveRef) -> Retention | None:
+        if self._may_lock is None:  # one question per process: no lock, no HEAD per archive
+            self._may_lock = await bucket_may_lock(self._require_client(), self.cfg.bucket)
+        if not self._may_lock:
+            return None
         try:
-            # DeleteObject answers 204 whether or not the key existed (unversioned bucket).
-            await client.delete_object(Bucket=self.cfg.bucket, Key=self.s3_key(archive.key))
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND_CODES:
-                return
-            raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
-        except BotoCoreError as exc:
-            raise self.errors.translate(exc, f"the deletion of archive {archive.key}") from exc
+            return retention_of(await self._head(archive))
+        except ArchiveNotFoundError:
+            return None
+
+    async def delete(self, archive: ArchiveRef) -> None:
+        """Delete the object for good; refused with the date while S3 Object Lock holds it."""
+        client, key, head = self._require_client(), archive.key, partial(self._head, archive)
+        await delete_for_good(client, self.cfg.bucket, self.s3_key(key), key, head, self.errors)
 
     # ------------------------------------------------------------------ glacierd doctor
 

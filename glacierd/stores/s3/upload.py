@@ -90,8 +90,11 @@ class S3Uploader:
         chunks: AsyncIterator[bytes],
         plan: PartPlan,
         storage_class: str,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Upload the stream; StreamFailed if the source raised, botocore's errors else."""
+        """Upload the stream; StreamFailed if the source raised, botocore's errors else.
+        ``extra``: more PutObject / CreateMultipartUpload parameters (Object Lock, SSE-KMS)."""
+        extra = extra or {}
         parts = numbered_parts(rechunk(chunks, plan.base), plan)
         try:
             first = await next_part(parts)
@@ -105,9 +108,10 @@ class S3Uploader:
                     StorageClass=storage_class,
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=await sha256_b64(body),
+                    **extra,
                 )
             else:
-                await self._multipart(client, s3_key, first, parts, plan, storage_class)
+                await self._multipart(client, s3_key, first, parts, plan, storage_class, extra)
         finally:
             await parts.aclose()
 
@@ -119,9 +123,14 @@ class S3Uploader:
         parts: AsyncIterator[tuple[int, bytes]],
         plan: PartPlan,
         storage_class: str,
+        extra: dict[str, Any],
     ) -> None:
         created = await client.create_multipart_upload(
-            Bucket=self.bucket, Key=s3_key, StorageClass=storage_class, ChecksumAlgorithm="SHA256"
+            Bucket=self.bucket,
+            Key=s3_key,
+            StorageClass=storage_class,
+            ChecksumAlgorithm="SHA256",
+            **extra,
         )
         upload_id: str = created["UploadId"]
         self.active.add(upload_id)

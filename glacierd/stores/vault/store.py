@@ -253,6 +253,9 @@ class VaultStore(Store):
     async def check_access(self) -> str:
         return await check_credentials(self.cfg.profile, "store.vault.profile", self.describe())
 
+    async def ping(self) -> None:
+        await self._call("describe_vault")
+
     async def probe(self) -> str:
         """Check that the vault exists and answers (DescribeVault): writing and reading back
         a probe archive is impractical here, a read takes hours."""
